@@ -1,0 +1,74 @@
+"""Search: BM25 candidates for a free-text query or a dataset query, with known labels and nDCG@10."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from app import state
+from r2r_core.data.model import Run
+from r2r_core.data.registry import list_collections
+from r2r_core.evaluate import evaluate_run
+
+st.title("R2R Studio")
+st.caption("Reason-to-Rank: BM25 candidates, re-ranked by a student that explains itself.")
+
+with st.sidebar:
+    spec = st.selectbox("Collection", list_collections(), key="collection")
+    depth = st.slider("Candidates (BM25 depth)", 10, 100, 20, step=10, key="depth")
+
+collection = state.collection(spec)
+retriever = state.bm25(spec)
+
+source = st.radio("Query", ["Free text", "Dataset query"], horizontal=True, key="query_source")
+query_id: str | None = None
+if source == "Dataset query":
+    split = st.selectbox("Split", collection.splits, index=collection.splits.index("test")
+                         if "test" in collection.splits else 0, key="split")
+    queries = collection.split_queries(split)
+    query_id = st.selectbox("Question", list(queries), format_func=lambda q: queries[q].text, key="dataset_query")
+    query = queries[query_id].text
+else:
+    query = st.text_input("Search the documentation", key="free_query",
+                          placeholder="how do I make a python script executable on unix")
+
+if not query.strip():
+    st.info("Type a query, or pick a dataset query to see its relevance labels.")
+    st.stop()
+
+started = time.perf_counter()
+hits = retriever.search(query, depth, query_id=query_id)
+latency_ms = (time.perf_counter() - started) * 1000
+judged = collection.qrels.get(query_id, {}) if query_id else {}
+
+cols = st.columns(3)
+cols[0].metric("BM25 latency", f"{latency_ms:.0f} ms")
+cols[1].metric("Candidates", len(hits))
+if judged:
+    run = Run("bm25")
+    run.set_ranking(query_id, hits)
+    ndcg = evaluate_run(run, collection.qrels, [query_id], measures=["nDCG@10"]).mean("nDCG@10")
+    cols[2].metric("BM25 nDCG@10", f"{ndcg:.3f}")
+elif query_id:
+    cols[2].caption("This query has no relevance labels (an unlabelled training query).")
+
+columns = {
+    "rank": [h.rank for h in hits],
+    "score": [round(h.score, 3) for h in hits],
+    "title": [collection.documents[h.doc_id].title for h in hits],
+    "document": [h.doc_id for h in hits],
+}
+if judged:
+    columns["label"] = [judged.get(h.doc_id) for h in hits]
+table = pd.DataFrame(columns)
+st.dataframe(table, hide_index=True, width="stretch")
+
+for hit in hits:
+    doc = collection.documents[hit.doc_id]
+    with st.expander(f"{hit.rank}. {doc.title}"):
+        # Document text is untrusted: st.text never interprets it as Markdown or HTML.
+        st.text(doc.text)
+        if doc.url:
+            st.caption(doc.url)

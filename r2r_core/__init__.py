@@ -1,0 +1,3 @@
+"""R2R Studio core: collections, BM25 candidates, teacher rationales, students, store and evaluation."""
+
+__version__ = "0.1.0"
