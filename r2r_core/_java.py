@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 from functools import cache
+from pathlib import Path
 from types import ModuleType
 
 from r2r_core.errors import R2RError

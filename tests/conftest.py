@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,15 @@ from r2r_core.config import BM25Config
 from r2r_core.data.model import Collection, Document, Qrels, Query
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Streamlit's AppTest installs the page script as `__main__` and leaves it there; a later
+    multiprocessing "spawn" child would then re-run that page. Put pytest's `__main__` back."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture(scope="session")
