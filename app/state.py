@@ -7,7 +7,9 @@ import streamlit as st
 from r2r_core.config import R2RConfig
 from r2r_core.data.model import Collection
 from r2r_core.data.registry import load_collection
+from r2r_core.demo import prepare_demo_store
 from r2r_core.retrieval import BM25Retriever
+from r2r_core.store import RationaleRow, Store
 
 
 @st.cache_resource(show_spinner=False)
@@ -24,3 +26,18 @@ def collection(spec: str) -> Collection:
 def bm25(spec: str) -> BM25Retriever:
     config = app_config()
     return BM25Retriever.for_collection(collection(spec), config.paths.index_dir, config.bm25, progress=False)
+
+
+@st.cache_resource(show_spinner="Opening the store (first start: importing the demo rationales) ...")
+def store() -> Store:
+    """One Store per server process; it opens a short-lived DuckDB connection per call, so a teacher
+    job in another process can keep writing while the app reads and annotates."""
+    opened = Store.open(app_config())
+    prepare_demo_store(opened)
+    return opened
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def teacher_rows(collection_name: str, query_id: str) -> list[RationaleRow]:
+    """The teacher's judged rationales for one query (label-conditioned ones are kept apart by kind)."""
+    return store().rationales(collection=collection_name, query_id=query_id)

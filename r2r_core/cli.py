@@ -197,6 +197,69 @@ def collections() -> None:
         typer.echo(f"{name}: {len(loaded.documents)} documents; queries {per_split}")
 
 
+@app.command()
+def teach(
+    ctx: typer.Context,
+    collection: CollectionOpt = "pydocs",
+    split: Annotated[str | None, typer.Option(help="Query split (default: all queries).")] = None,
+    depth: Annotated[int, typer.Option(help="How many BM25 candidates per query the teacher judges.")] = 10,
+    mode: Annotated[
+        list[str] | None,
+        typer.Option("--mode", "-m", help="score | direct | pair-score | pairwise | listwise | explain; repeatable."),
+    ] = None,
+    pairs: Annotated[str, typer.Option(help="Pair strategy: adjacent | top-vs-rest | random.")] = "adjacent",
+    pairs_per_query: Annotated[int, typer.Option(help="Pairs per query for pairwise modes.")] = 3,
+    both_orders: Annotated[bool, typer.Option(help="Ask comparative prompts in both orders.")] = True,
+    window: Annotated[int, typer.Option(help="Listwise window size.")] = 5,
+    stride: Annotated[int, typer.Option(help="Listwise stride.")] = 3,
+    max_queries: Annotated[int | None, typer.Option(help="Only the first N queries of the split.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Work items per stored batch.")] = 4,
+    job_name: Annotated[str, typer.Option(help="Name that separates otherwise identical jobs.")] = "default",
+    backend: Annotated[str | None, typer.Option(help="Teacher backend: local | openai.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Registered GGUF name, a .gguf path, or the endpoint's model.")
+    ] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://host:8000/v1.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Requests in flight (HTTP backend).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Generation cap per rationale.")] = None,
+    n_parallel: Annotated[int | None, typer.Option(help="llama.cpp slots (local backend).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (local backend).")] = None,
+) -> None:
+    """Run the teacher over BM25 candidates and store its rationales; re-run the same command to resume."""
+    from r2r_core.retrieval import BM25Retriever
+    from r2r_core.store import Store
+    from r2r_core.teacher.backends import create_backend
+    from r2r_core.teacher.generate import GenerationSettings
+    from r2r_core.teacher.jobs import TeachPlan, TeachRunner
+
+    config = _config(ctx).with_overrides(
+        teacher__backend=backend, teacher__model=model, teacher__base_url=base_url,
+        teacher__concurrency=concurrency, teacher__max_tokens=max_tokens, teacher__n_parallel=n_parallel,
+        teacher__n_threads=threads,
+    )
+    plan = TeachPlan(
+        split=split, depth=depth, modes=tuple(mode or ("score", "direct")), pair_strategy=pairs,
+        pairs_per_query=pairs_per_query, both_orders=both_orders, window=window, stride=stride,
+        max_queries=max_queries, batch_size=batch_size, job_name=job_name,
+    )
+    loaded = _load(collection)
+    db = Store.open(config)
+    if loaded.name not in {info.name for info in db.collections()}:
+        db.put_collection(loaded, source=collection)
+    retriever = BM25Retriever.for_collection(loaded, config.paths.index_dir, config.bm25)
+    candidates = retriever.retrieve(loaded, split, name="bm25")
+    run_id = db.put_run(candidates, loaded.name, "candidates", "bm25",
+                        {"k1": config.bm25.k1, "b": config.bm25.b, "depth": config.bm25.depth, "split": split})
+    with create_backend(config.teacher, config.paths.home / "models") as chat:
+        runner = TeachRunner(db, chat, loaded, candidates, plan, GenerationSettings.from_config(config.teacher),
+                             candidate_run_id=run_id)
+        typer.echo(f"teacher {chat.provenance().get('model')} on {len(runner.query_ids)} queries of "
+                   f"{loaded.name}/{split or 'all'}, top {depth}, modes {', '.join(plan.modes)}")
+        summaries = runner.run()
+    for summary in summaries:
+        typer.echo(summary.line())
+
+
 store_app = typer.Typer(help="The DuckDB store: initialise, import collections, inspect.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 
@@ -234,6 +297,73 @@ def store_info(ctx: typer.Context) -> None:
         for run in db.runs():
             typer.echo(f"run {run.run_id}: {run.kind} {run.system} on {run.collection}")
         typer.echo(f"rationales: {db.rationale_counts()}")
+
+
+@store_app.command("export-teacher")
+def store_export_teacher(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write jobs.jsonl + rationales.parquet.")],
+    collection: Annotated[str, typer.Option(help="Collection name in the store.")] = "pydocs",
+) -> None:
+    """Export a collection's teacher jobs and rationales (e.g. the demo rationales under assets/)."""
+    from r2r_core.store import Store
+    from r2r_core.teacher.exchange import export_teacher_data
+
+    jobs, rows = export_teacher_data(Store.open(_config(ctx)), output, collection)
+    typer.echo(f"exported {jobs} jobs and {rows} rationales to {output}")
+
+
+@store_app.command("import-teacher")
+def store_import_teacher(
+    ctx: typer.Context,
+    folder: Annotated[Path, typer.Argument(help="A folder written by `r2r store export-teacher`.")],
+    collection: CollectionOpt = "pydocs",
+) -> None:
+    """Import teacher jobs and rationales (idempotent); loads the collection into the store first if needed."""
+    from r2r_core.store import Store
+    from r2r_core.teacher.exchange import import_teacher_data
+
+    db = Store.open(_config(ctx))
+    if collection not in {info.name for info in db.collections()}:
+        db.put_collection(_load(collection), source=collection)
+    jobs, inserted = import_teacher_data(db, folder)
+    typer.echo(f"imported {jobs} jobs; {inserted} new rationales")
+
+
+@app.command("teacher-report")
+def teacher_report(
+    ctx: typer.Context,
+    collection: CollectionOpt = "pydocs",
+    split: Annotated[str, typer.Option(help="Judged split to measure on (never tune on test).")] = "dev",
+    depth: Annotated[int, typer.Option(help="Candidates the teacher judged per query.")] = 10,
+    model: Annotated[str | None, typer.Option(help="Only this teacher model's rationales.")] = None,
+    rank_by: Annotated[str | None, typer.Option(help="Also write the teacher run ranked by this signal.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="TREC run file for --rank-by.")] = None,
+) -> None:
+    """Teacher quality against the qrels: nDCG@10 of its ranking vs BM25, label accuracy / AUC, validity."""
+    from r2r_core.retrieval import BM25Retriever
+    from r2r_core.store import Store
+    from r2r_core.teacher.aggregate import teacher_quality, teacher_run
+
+    config = _config(ctx)
+    loaded = _load(collection)
+    candidates = BM25Retriever.for_collection(loaded, config.paths.index_dir, config.bm25).retrieve(
+        loaded, split, name="bm25", progress=False)
+    wanted = set(loaded.split_queries(split))
+    rows = [r for r in Store.open(config).rationales(collection=loaded.name)
+            if r.query_id in wanted and (model is None or r.model == model)]
+    if not rows:
+        raise R2RError(f"no teacher rationales for {loaded.name}/{split}" + (f" from {model}" if model else ""))
+    quality = teacher_quality(rows, loaded.qrels, candidates, wanted, depth=depth)
+    typer.echo(f"teacher {model or 'all models'} on {loaded.name}/{split}, top {depth}\n")
+    typer.echo(quality.as_table())
+    if rank_by:
+        from r2r_core.data.trec import write_run
+
+        if output is None:
+            raise R2RError("--rank-by needs --output for the run file")
+        write_run(teacher_run(rows, candidates, rank_by=rank_by, depth=depth), output, tag=f"teacher-{rank_by}")
+        typer.echo(f"wrote {output}")
 
 
 @app.command("app")

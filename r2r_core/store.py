@@ -115,7 +115,9 @@ __all__ = [
 
 # --------------------------------------------------------------------------- vocabularies
 
-RationaleKind = Literal["direct", "pairwise", "listwise", "label_conditioned"]
+# direct / pairwise / listwise / label_conditioned carry generated reasoning; the *_score kinds are
+# token-probability judgements (P(Yes) for a document, P(A) averaged over both orders for a pair).
+RationaleKind = Literal["direct", "pairwise", "listwise", "label_conditioned", "pointwise_score", "pairwise_score"]
 RationaleStatus = Literal["ok", "invalid", "failed"]
 RunKind = Literal["candidates", "teacher", "student", "baseline"]
 JobStatus = Literal["running", "done", "failed", "cancelled"]
@@ -238,7 +240,8 @@ class TeacherJob:
 class RationaleRow:
     """One teacher output. ``doc_b`` is the second document of a pairwise comparison, '' otherwise.
 
-    Listwise jobs write one row per (query, document) they rank, the whole list in ``parsed``.
+    Listwise jobs write one row per window: ``doc_id`` is the window's first document as shown,
+    ``doc_b`` is ``window@<start position>``, the permutation is in ``parsed`` / ``extra["ranking"]``.
     ``status``: ok, invalid (the output could not be parsed / validated) or failed (no output);
     anything but ok names a ``failure_kind`` (e.g. "unparseable_json", "timeout").
     """
@@ -279,9 +282,11 @@ class RationaleRow:
             _check_text(f"rationale {name}", getattr(self, name))
         _check_choice("rationale kind", self.kind, RATIONALE_KINDS)
         _check_choice("rationale status", self.status, RATIONALE_STATUSES)
-        if self.kind == "pairwise" and not self.doc_b:
-            raise StoreError(f"pairwise rationale for query {self.query_id!r} has no doc_b")
-        if self.kind != "pairwise" and self.doc_b:
+        paired = self.kind in ("pairwise", "pairwise_score")
+        if paired and not self.doc_b:
+            raise StoreError(f"{self.kind} rationale for query {self.query_id!r} has no doc_b")
+        # A listwise row is one window: doc_b tags its position ("window@<start>"), doc_id its first doc.
+        if not paired and self.doc_b and not (self.kind == "listwise" and self.doc_b.startswith("window@")):
             raise StoreError(f"{self.kind} rationale for query {self.query_id!r} must not set doc_b")
         if self.status != "ok" and not self.failure_kind:
             raise StoreError(

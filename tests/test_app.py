@@ -57,3 +57,32 @@ def test_dataset_query_shows_labels_and_ndcg(search_page: AppTest, pydocs) -> No
     expected = evaluate_run(run, pydocs.qrels, [qid], measures=["nDCG@10"]).mean("nDCG@10")
     shown = next(m for m in search_page.metric if m.label == "BM25 nDCG@10")
     assert shown.value == f"{expected:.3f}"
+
+
+def test_dataset_query_shows_the_teachers_rationale_as_text(search_page: AppTest, pydocs, config_file: Path) -> None:
+    import streamlit as st
+
+    from r2r_core.config import R2RConfig
+    from r2r_core.store import Store, TeacherJob
+
+    search_page.radio(key="query_source").set_value("Dataset query").run()
+    search_page.selectbox(key="split").set_value("test").run()
+    qid = search_page.selectbox(key="dataset_query").value
+    top = search_page.dataframe[0].value["document"][0]
+    store = Store.open(R2RConfig.load(config_file))
+    job = store.create_teacher_job(TeacherJob("pydocs", "direct", "test-teacher", "direct@00000000"))
+    score_job = store.create_teacher_job(TeacherJob("pydocs", "pointwise_score", "test-teacher", "yesno@00000000"))
+    hostile = "<script>alert('x')</script> **not bold**"
+    store.add_rationales([
+        job.rationale(qid, top, label=2, reasoning=hostile, evidence=["a quote that is not there"],
+                      evidence_found=False),
+        score_job.rationale(qid, top, score=0.875),
+    ])
+    st.cache_data.clear()
+    search_page.run()
+    assert not search_page.exception
+    table = search_page.dataframe[0].value
+    assert table["teacher P(yes)"][0] == 0.875 and table["teacher label"][0] == 2
+    texts = [t.value for t in search_page.text]
+    assert hostile in texts  # shown verbatim as text, not interpreted
+    assert any("not found in the document" in e.value for e in search_page.error)

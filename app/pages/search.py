@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app import state
+from app.rationales import render_direct_rationale, teacher_views
 from r2r_core.data.model import Run
 from r2r_core.data.registry import list_collections
 from r2r_core.evaluate import evaluate_run
@@ -62,13 +63,23 @@ columns = {
 }
 if judged:
     columns["label"] = [judged.get(h.doc_id) for h in hits]
+teacher = teacher_views(state.teacher_rows(collection.name, query_id)) if query_id else {}
+if teacher:
+    columns["teacher P(yes)"] = [teacher[h.doc_id].p_yes if h.doc_id in teacher else None for h in hits]
+    columns["teacher label"] = [teacher[h.doc_id].label if h.doc_id in teacher else None for h in hits]
 table = pd.DataFrame(columns)
 st.dataframe(table, hide_index=True, width="stretch")
+
+if query_id and not teacher:
+    st.caption("No teacher rationales are stored for this query yet (run `r2r teach` to add them).")
 
 for hit in hits:
     doc = collection.documents[hit.doc_id]
     with st.expander(f"{hit.rank}. {doc.title}"):
-        # Document text is untrusted: st.text never interprets it as Markdown or HTML.
+        # Document and model text is untrusted: st.text never interprets it as Markdown or HTML.
         st.text(doc.text)
         if doc.url:
             st.caption(doc.url)
+        view = teacher.get(hit.doc_id)
+        if view is not None and view.direct is not None:
+            render_direct_rationale(view.direct)

@@ -1,0 +1,458 @@
+"""`r2r teach`: run the teacher over a split's BM25 candidates, resumably, into the store.
+
+One *job* per mode (its id is a hash of collection, kind, model, prompt version, sampling and seed),
+so re-running the same command resumes: the store's unique key over (job, query, doc(s), prompt
+version, model) plus `done_keys` means no duplicate and no lost row even after SIGKILL. Rows are
+written in small transactions (one per batch of work items), so a kill loses at most the batch in
+flight, which the next run redoes. Backend failures (status "failed") are deleted and retried on
+resume; unparsable model output (status "invalid") is a result and is kept, raw text included.
+
+Modes, in the order they run (later modes may use earlier ones, e.g. adjacent pairs follow P(Yes)):
+
+    score       P(Yes) from first-token probabilities           -> kind pointwise_score
+    direct      label 0-3, reasoning, verbatim evidence           -> kind direct
+    pair-score  P(A better) averaged over both orders (PRP)       -> kind pairwise_score
+    pairwise    comparative reasoning, optionally both orders     -> kind pairwise
+    listwise    sliding-window permutation with reasons           -> kind listwise
+    explain     ExaRanker-style: explain the KNOWN qrels label    -> kind label_conditioned
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from r2r_core.data.model import Collection, Run
+from r2r_core.errors import R2RError
+from r2r_core.store import RationaleRow, Store, TeacherJob
+from r2r_core.teacher import aggregate
+from r2r_core.teacher.backends import ChatBackend, ChatResult
+from r2r_core.teacher.generate import (
+    GenerationSettings,
+    Rationale,
+    direct_parser,
+    explanation_parser,
+    generate_many,
+    listwise_parser,
+    pairwise_parser,
+)
+from r2r_core.teacher.prompts import (
+    DIRECT,
+    EXPLAIN_LABEL,
+    LISTWISE,
+    PAIRWISE,
+    PAIRWISE_PROB,
+    RELEVANCE_PROB,
+    PromptTemplate,
+    RenderedPrompt,
+    render_direct,
+    render_explain_label,
+    render_listwise,
+    render_pairwise,
+    render_pairwise_prob,
+    render_relevance_prob,
+)
+from r2r_core.teacher.scoring import SCORE_MAX_TOKENS, TOP_LOGPROBS, a_probability, yes_probability
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    kind: str  # the store's RationaleKind
+    template: PromptTemplate
+
+
+MODES: dict[str, Mode] = {
+    m.name: m
+    for m in (
+        Mode("score", "pointwise_score", RELEVANCE_PROB),
+        Mode("direct", "direct", DIRECT),
+        Mode("pair-score", "pairwise_score", PAIRWISE_PROB),
+        Mode("pairwise", "pairwise", PAIRWISE),
+        Mode("listwise", "listwise", LISTWISE),
+        Mode("explain", "label_conditioned", EXPLAIN_LABEL),
+    )
+}
+# Known qrels grade -> the teacher's 0-3 scale, for label-conditioned explanations. Unjudged
+# candidates are explained as 0 ("not judged relevant"), the TREC convention.
+QRELS_GRADE_TO_LABEL = {0: 0, 1: 2, 2: 3, 3: 3}
+
+
+@dataclass(frozen=True)
+class TeachPlan:
+    """What to ask: which queries, how deep into the BM25 candidates, which modes and pairs."""
+
+    split: str | None = None
+    depth: int = 10
+    modes: tuple[str, ...] = ("score", "direct")
+    pair_strategy: str = "adjacent"
+    pairs_per_query: int = 3
+    both_orders: bool = True
+    pair_seed: int = 0
+    window: int = 5
+    stride: int = 3
+    max_queries: int | None = None
+    batch_size: int = 4  # work items per transaction (and per chat_many call)
+    job_name: str = "default"  # separates experiments that would otherwise share a job id
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.modes if m not in MODES]
+        if unknown:
+            raise R2RError(f"unknown teacher mode(s) {unknown}; known: {list(MODES)}")
+        if self.depth < 1 or self.batch_size < 1:
+            raise R2RError("depth and batch_size must be at least 1")
+        if "listwise" in self.modes and not 1 <= self.stride <= self.window:
+            raise R2RError(f"listwise needs 1 <= stride <= window, got stride {self.stride}, window {self.window}")
+
+    def ordered_modes(self) -> list[Mode]:
+        return [MODES[name] for name in MODES if name in self.modes]
+
+
+@dataclass
+class ModeSummary:
+    mode: str
+    job_id: str
+    already_done: int = 0
+    done: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    seconds: float = 0.0
+
+    @property
+    def valid_fraction(self) -> float:
+        return self.statuses["ok"] / self.done if self.done else float("nan")
+
+    @property
+    def per_hour(self) -> float:
+        return 3600 * self.done / self.seconds if self.seconds else float("nan")
+
+    def line(self) -> str:
+        failures = ", ".join(f"{k}: {v}" for k, v in self.failures.most_common()) or "none"
+        return (
+            f"{self.mode:<10} done {self.done} (+{self.already_done} from earlier runs), "
+            f"valid {100 * self.valid_fraction:.1f}%, failures: {failures}; tokens in/out "
+            f"{self.tokens_in}/{self.tokens_out}; {self.seconds:.0f} s, {self.per_hour:.0f}/hour, "
+            f"{self.tokens_out / self.seconds if self.seconds else 0:.1f} generated tok/s"
+        )
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One request: a document (pointwise), an ordered pair (as shown: A, B), or a listwise window."""
+
+    query_id: str
+    doc_ids: tuple[str, ...]
+    window_start: int | None = None  # listwise: position of the window in the candidate list
+
+    def key(self, kind: str) -> tuple[str, str, str]:
+        if kind in ("pairwise", "pairwise_score"):
+            return (self.query_id, self.doc_ids[0], self.doc_ids[1])
+        if kind == "listwise":
+            return (self.query_id, self.doc_ids[0], f"window@{self.window_start}")
+        return (self.query_id, self.doc_ids[0], "")
+
+
+class TeachRunner:
+    """Runs a TeachPlan with one backend against one store; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        backend: ChatBackend,
+        collection: Collection,
+        candidates: Run,
+        plan: TeachPlan,
+        settings: GenerationSettings | None = None,
+        *,
+        candidate_run_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.collection = collection
+        self.candidates = candidates
+        self.plan = plan
+        self.settings = settings or GenerationSettings()
+        self.candidate_run_id = candidate_run_id
+        self.provenance = backend.provenance()
+        queries = collection.split_queries(plan.split)
+        self.query_ids = [q for q in queries if q in candidates][: plan.max_queries]
+
+    # -- jobs -------------------------------------------------------------------------------------
+
+    def job_for(self, mode: Mode) -> TeacherJob:
+        sampling = {"temperature": self.settings.temperature, "max_tokens": self.settings.max_tokens,
+                    "structured": self.settings.structured, "repair": self.settings.repair}
+        if mode.kind.endswith("_score"):
+            sampling = {"temperature": 0.0, "max_tokens": SCORE_MAX_TOKENS, "top_logprobs": TOP_LOGPROBS}
+        return self.store.create_teacher_job(
+            TeacherJob(
+                collection=self.collection.name,
+                kind=mode.kind,
+                model=str(self.provenance.get("model")),
+                prompt_version=mode.template.version,
+                model_sha256=self.provenance.get("model_sha256"),
+                endpoint=self.provenance.get("base_url"),
+                sampling_params=sampling,
+                seed=self.settings.seed,
+                config={"mode": mode.name, "name": self.plan.job_name},
+            )
+        )
+
+    def run(self, *, progress: bool = True, on_flush: Callable[[int], None] | None = None) -> list[ModeSummary]:
+        summaries = []
+        for mode in self.plan.ordered_modes():
+            summaries.append(self._run_mode(mode, progress=progress, on_flush=on_flush))
+        return summaries
+
+    def _run_mode(self, mode: Mode, *, progress: bool, on_flush: Callable[[int], None] | None) -> ModeSummary:
+        job = self.job_for(mode)
+        assert job.job_id is not None
+        self.store.discard_failed(job.job_id)  # backend failures are retried; invalid output is kept
+        done = self.store.done_keys(job.job_id)
+        summary = ModeSummary(mode.name, job.job_id)
+        if mode.name == "listwise":
+            return self._run_listwise(mode, job, done, summary, progress=progress, on_flush=on_flush)
+        items = self._items(mode)
+        todo = [item for item in items if item.key(mode.kind) not in done]
+        summary.already_done = len(items) - len(todo)
+        bar = tqdm(total=len(todo), desc=f"teach {mode.name}", unit="item", disable=not progress)
+        started = time.perf_counter()
+        for batch in _batches(todo, self.plan.batch_size):
+            rows = self._ask(mode, job, batch)
+            inserted = self.store.add_rationales(rows)
+            for row in rows:
+                _count(summary, row)
+            summary.seconds = time.perf_counter() - started
+            bar.update(len(batch))
+            bar.set_postfix(valid=f"{100 * summary.valid_fraction:.0f}%",
+                            tok_s=f"{summary.tokens_out / max(summary.seconds, 1e-9):.1f}")
+            if on_flush is not None:
+                on_flush(inserted)
+        bar.close()
+        self.store.finish_teacher_job(job.job_id, "done", note=summary.line())
+        return summary
+
+    # -- work items -----------------------------------------------------------------------------
+
+    def _top(self, query_id: str) -> list[str]:
+        return self.candidates.doc_ids(query_id, self.plan.depth)
+
+    def _items(self, mode: Mode) -> list[WorkItem]:
+        if mode.kind in ("pairwise", "pairwise_score"):
+            return self._pair_items(mode)
+        return [WorkItem(qid, (doc_id,)) for qid in self.query_ids for doc_id in self._top(qid)]
+
+    def _pair_items(self, mode: Mode) -> list[WorkItem]:
+        scored = self.store.rationales(collection=self.collection.name, kind="pointwise_score", status="ok")
+        direct = self.store.rationales(collection=self.collection.name, kind="direct", status="ok")
+        rows = [r for r in (*scored, *direct) if r.model == self.provenance.get("model")]
+        items = []
+        for qid in self.query_ids:
+            order = aggregate.direct_order([r for r in rows if r.query_id == qid], self.candidates.truncated(
+                self.plan.depth), qid)
+            pairs = aggregate.select_pairs(order, self.plan.pair_strategy, self.plan.pairs_per_query,
+                                           seed=self.plan.pair_seed, query_id=qid)
+            for a, b in pairs:
+                items.append(WorkItem(qid, (a, b)))
+                # pair-score averages both orders inside one item; comparative rationales ask twice.
+                if self.plan.both_orders and mode.kind == "pairwise":
+                    items.append(WorkItem(qid, (b, a)))
+        return items
+
+    # -- asking ---------------------------------------------------------------------------------
+
+    def _ask(self, mode: Mode, job: TeacherJob, batch: Sequence[WorkItem]) -> list[RationaleRow]:
+        if mode.kind == "pointwise_score":
+            return self._ask_scores(job, batch)
+        if mode.kind == "pairwise_score":
+            return self._ask_pair_scores(job, batch)
+        prompts = [self._render(mode, item) for item in batch]
+        parsers = {
+            "direct": direct_parser, "pairwise": pairwise_parser, "label_conditioned": explanation_parser,
+        }[mode.kind]
+        rationales = generate_many(self.backend, prompts, [parsers(p) for p in prompts], self.settings)
+        return [self._row(job, item, r) for item, r in zip(batch, rationales, strict=True)]
+
+    def _doc(self, doc_id: str):
+        try:
+            return self.collection.documents[doc_id]
+        except KeyError:
+            raise R2RError(f"candidate {doc_id!r} is not a document of {self.collection.name!r}") from None
+
+    def _query(self, query_id: str) -> str:
+        return self.collection.queries[query_id].text
+
+    def _render(self, mode: Mode, item: WorkItem) -> RenderedPrompt:
+        query = self._query(item.query_id)
+        docs = [self._doc(d) for d in item.doc_ids]
+        if mode.kind == "direct":
+            return render_direct(query, docs[0])
+        if mode.kind == "pairwise":
+            return render_pairwise(query, docs[0], docs[1])
+        if mode.kind == "label_conditioned":
+            grade = self.collection.qrels.get(item.query_id, {}).get(item.doc_ids[0], 0)
+            return render_explain_label(query, docs[0], QRELS_GRADE_TO_LABEL.get(grade, 3))
+        raise R2RError(f"mode {mode.name!r} has no generation prompt")
+
+    def _row(self, job: TeacherJob, item: WorkItem, r: Rationale) -> RationaleRow:
+        status = {"ok": "ok", "failed": "invalid", "error": "failed"}[r.status]
+        preferred = r.preferred
+        extra = {
+            "repaired": r.repaired, "truncated_input": r.truncated_input, "calls": r.calls,
+            "hallucinated_evidence": list(r.hallucinated_evidence), "provenance": r.provenance,
+            "label_conditioned": r.label_conditioned,
+        }
+        if r.ranking is not None:
+            extra["ranking"] = list(r.ranking)
+        return RationaleRow(
+            job_id=job.job_id or "", collection=self.collection.name, query_id=item.query_id,
+            doc_id=item.doc_ids[0], doc_b=item.key(job.kind)[2], kind=job.kind, model=job.model,
+            prompt_version=r.prompt_version, status=status, model_sha256=job.model_sha256,
+            endpoint=job.endpoint, sampling_params=job.sampling_params, seed=job.seed,
+            raw_output=r.raw_output, parsed=r.parsed, label=r.label, preferred_doc=preferred,
+            reasoning=r.reasoning or "", evidence=list(r.evidence) if r.evidence else None,
+            evidence_found=r.evidence_found, failure_kind=r.failure_kind, failure_message=r.failure_message,
+            tokens_in=r.tokens_in, tokens_out=r.tokens_out, latency_ms=1000 * r.latency_s, extra=extra,
+        )
+
+    def _ask_scores(self, job: TeacherJob, batch: Sequence[WorkItem]) -> list[RationaleRow]:
+        prompts = [render_relevance_prob(self._query(i.query_id), self._doc(i.doc_ids[0])) for i in batch]
+        results = self.backend.chat_many([_score_request(p, job) for p in prompts], return_exceptions=True)
+        rows = []
+        for item, prompt, result in zip(batch, prompts, results, strict=True):
+            if not isinstance(result, ChatResult):
+                rows.append(self._failed(job, item, prompt.version, result))
+                continue
+            detail = yes_probability(result)
+            rows.append(self._score_row(job, item, prompt.version, [result], detail.p,
+                                        {"p_yes": detail.p, "status": detail.status}))
+        return rows
+
+    def _ask_pair_scores(self, job: TeacherJob, batch: Sequence[WorkItem]) -> list[RationaleRow]:
+        rows = []
+        for item in batch:
+            query = self._query(item.query_id)
+            a, b = (self._doc(d) for d in item.doc_ids)
+            first, second = render_pairwise_prob(query, a, b), render_pairwise_prob(query, b, a)
+            results = self.backend.chat_many([_score_request(first, job), _score_request(second, job)],
+                                             return_exceptions=True, reorder_for_cache=False)
+            failed = next((r for r in results if not isinstance(r, ChatResult)), None)
+            if failed is not None:
+                rows.append(self._failed(job, item, first.version, failed))
+                continue
+            p_first, p_second = a_probability(results[0]).p, 1.0 - a_probability(results[1]).p
+            p_a = (p_first + p_second) / 2
+            parsed = {"p_a": p_a, "p_a_shown_first": p_first, "p_a_shown_second": p_second,
+                      "consistent": (p_first > 0.5) == (p_second > 0.5)}
+            row = self._score_row(job, item, first.version, results, p_a, parsed)
+            rows.append(_with(row, preferred_doc=item.doc_ids[0] if p_a >= 0.5 else item.doc_ids[1]))
+        return rows
+
+    def _score_row(
+        self, job: TeacherJob, item: WorkItem, version: str, results: Sequence[ChatResult], score: float,
+        parsed: dict[str, Any],
+    ) -> RationaleRow:
+        parsed["first_token_top_logprobs"] = [r.first_token_top_logprobs[:5] for r in results]
+        return RationaleRow(
+            job_id=job.job_id or "", collection=self.collection.name, query_id=item.query_id,
+            doc_id=item.doc_ids[0], doc_b=item.key(job.kind)[2], kind=job.kind, model=job.model,
+            prompt_version=version, model_sha256=job.model_sha256, endpoint=job.endpoint,
+            sampling_params=job.sampling_params, seed=job.seed, raw_output=" | ".join(r.text for r in results),
+            parsed=parsed, score=score, tokens_in=sum(r.tokens_in or 0 for r in results),
+            tokens_out=sum(r.tokens_out or 0 for r in results),
+            latency_ms=1000 * sum(r.latency_s for r in results), extra={"provenance": self.provenance},
+        )
+
+    def _failed(self, job: TeacherJob, item: WorkItem, version: str, exc: Exception) -> RationaleRow:
+        kind = getattr(exc, "kind", "error")
+        return RationaleRow(
+            job_id=job.job_id or "", collection=self.collection.name, query_id=item.query_id,
+            doc_id=item.doc_ids[0], doc_b=item.key(job.kind)[2], kind=job.kind, model=job.model,
+            prompt_version=version, status="failed", model_sha256=job.model_sha256, endpoint=job.endpoint,
+            sampling_params=job.sampling_params, seed=job.seed, failure_kind=f"backend:{kind}",
+            failure_message=str(exc), extra={"provenance": self.provenance},
+        )
+
+    # -- listwise: RankGPT-style sliding window, back to front ------------------------------------
+
+    def _run_listwise(
+        self, mode: Mode, job: TeacherJob, done: set[tuple[str, str, str]], summary: ModeSummary, *,
+        progress: bool, on_flush: Callable[[int], None] | None,
+    ) -> ModeSummary:
+        started = time.perf_counter()
+        bar = tqdm(total=len(self.query_ids), desc="teach listwise", unit="query", disable=not progress)
+        stored = {r.key: r for r in self.store.rationales(job_id=job.job_id)}
+        for qid in self.query_ids:
+            order = self._top(qid)
+            for start in _window_starts(len(order), self.plan.window, self.plan.stride):
+                window = tuple(order[start : start + self.plan.window])
+                if len(window) < 2:  # a single candidate has nothing to be ranked against
+                    continue
+                item = WorkItem(qid, window, start)
+                previous = stored.get(item.key(mode.kind))
+                if previous is not None and previous.doc_id == window[0]:
+                    summary.already_done += 1
+                    row = previous
+                else:
+                    prompt = render_listwise(self._query(qid), [self._doc(d) for d in window])
+                    rationale = generate_many(self.backend, [prompt], [listwise_parser(prompt)], self.settings)[0]
+                    row = self._row(job, item, rationale)
+                    inserted = self.store.add_rationales([row])
+                    _count(summary, row)
+                    if on_flush is not None:
+                        on_flush(inserted)
+                ranking = (row.extra or {}).get("ranking") if row.status == "ok" else None
+                if ranking:
+                    order[start : start + len(window)] = ranking
+            bar.update(1)
+            summary.seconds = time.perf_counter() - started
+        bar.close()
+        self.store.finish_teacher_job(job.job_id or "", "done", note=summary.line())
+        return summary
+
+
+def _score_request(prompt: RenderedPrompt, job: TeacherJob):
+    return prompt.request(max_tokens=SCORE_MAX_TOKENS, temperature=0.0, seed=job.seed, top_logprobs=TOP_LOGPROBS)
+
+
+def _window_starts(n: int, window: int, stride: int) -> list[int]:
+    """Window start positions from the bottom of the list to the top (RankGPT's sliding order)."""
+    if n <= window:
+        return [0]
+    starts = list(range(n - window, -1, -stride))
+    if starts[-1] != 0:
+        starts.append(0)
+    return starts
+
+
+def _batches(items: Sequence[WorkItem], size: int) -> list[list[WorkItem]]:
+    """Consecutive batches that never mix queries, so each prompt prefix (instructions + query) is reused."""
+    batches: list[list[WorkItem]] = []
+    for item in items:
+        if batches and len(batches[-1]) < size and batches[-1][0].query_id == item.query_id:
+            batches[-1].append(item)
+        else:
+            batches.append([item])
+    return batches
+
+
+def _count(summary: ModeSummary, row: RationaleRow) -> None:
+    summary.done += 1
+    summary.statuses[row.status] += 1
+    if row.failure_kind:
+        summary.failures[row.failure_kind] += 1
+    summary.tokens_in += row.tokens_in or 0
+    summary.tokens_out += row.tokens_out or 0
+
+
+def _with(row: RationaleRow, **changes: Any) -> RationaleRow:
+    from dataclasses import replace
+
+    return replace(row, **changes)

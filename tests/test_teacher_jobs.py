@@ -1,0 +1,167 @@
+"""`r2r teach` end to end with real models: the in-process llama.cpp backend, the HTTP backend against a
+real llama.cpp server on loopback, and a SIGKILL-then-resume run of the real command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from r2r_core.config import R2RConfig
+from r2r_core.data.model import Collection, Run
+from r2r_core.store import Store
+from r2r_core.teacher.backends import LlamaCppServer, LocalLlamaBackend
+from r2r_core.teacher.generate import GenerationSettings
+from r2r_core.teacher.jobs import TeachPlan, TeachRunner
+from r2r_core.teacher.models import resolve_model
+
+SMOL = "smollm2-135m-instruct"
+FAST = GenerationSettings(max_tokens=96)
+
+
+@pytest.fixture(scope="module")
+def smol(tmp_path_factory: pytest.TempPathFactory):
+    return resolve_model(SMOL, tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def local(smol) -> Iterator[LocalLlamaBackend]:
+    backend = LocalLlamaBackend(smol.path, model_name=SMOL, sha256=smol.sha256, ctx_size=2048, n_threads=2)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def candidates(tiny_collection: Collection, tiny_bm25) -> Run:
+    return tiny_bm25.retrieve(tiny_collection, None, k=5, progress=False)
+
+
+def _store(tmp_path: Path, collection: Collection) -> Store:
+    store = Store(tmp_path / "r2r.duckdb", lock_timeout_s=30)
+    store.put_collection(collection, source="test")
+    return store
+
+
+def test_every_mode_stores_rows_with_provenance(tmp_path: Path, tiny_collection, candidates, local, smol) -> None:
+    store = _store(tmp_path, tiny_collection)
+    plan = TeachPlan(split="test", depth=3, modes=("score", "direct", "pair-score", "pairwise", "listwise",
+                                                   "explain"), pairs_per_query=1, window=3, stride=2)
+    summaries = TeachRunner(store, local, tiny_collection, candidates, plan, FAST).run(progress=False)
+    rows = store.rationales(collection="tiny")
+    by_kind = Counter(r.kind for r in rows)
+    n_docs = sum(min(3, len(candidates[q])) for q in ("q-exec", "q-sort"))
+    assert by_kind["pointwise_score"] == by_kind["direct"] == by_kind["label_conditioned"] == n_docs
+    rankable = [q for q in ("q-exec", "q-sort") if len(candidates.doc_ids(q, 3)) >= 2]
+    # one pair per query (pair-score averages both orders in one row; pairwise stores both orders)
+    assert by_kind["pairwise_score"] == len(rankable) and by_kind["pairwise"] == 2 * len(rankable)
+    assert by_kind["listwise"] == len(rankable)  # up to three candidates fit in one window
+    for row in rows:
+        assert row.model == SMOL and row.model_sha256 == smol.sha256
+        assert row.prompt_version and "@" in row.prompt_version
+        assert row.status in ("ok", "invalid") and (row.status == "ok" or row.raw_output or row.failure_kind)
+    scores = [r.score for r in rows if r.kind == "pointwise_score"]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    pairs = {(r.doc_id, r.doc_b) for r in rows if r.kind == "pairwise"}
+    assert all((b, a) in pairs for a, b in pairs)
+    assert all(r.extra["label_conditioned"] for r in rows if r.kind == "label_conditioned")
+    assert sum(s.done for s in summaries) == len(rows)
+
+    # The same command again is a resume: nothing new is asked, nothing is duplicated.
+    again = TeachRunner(store, local, tiny_collection, candidates, plan, FAST).run(progress=False)
+    assert sum(s.done for s in again) == 0
+    assert len(store.rationales(collection="tiny")) == len(rows)
+
+
+def _write_beir(collection: Collection, folder: Path) -> Path:
+    (folder / "qrels").mkdir(parents=True)
+    with (folder / "corpus.jsonl").open("w") as out:
+        for d in collection.documents.values():
+            out.write(json.dumps({"_id": d.doc_id, "title": d.title, "text": d.text}) + "\n")
+    with (folder / "queries.jsonl").open("w") as out:
+        for q in collection.queries.values():
+            out.write(json.dumps({"_id": q.query_id, "text": q.text, "metadata": {"split": q.split}}) + "\n")
+    with (folder / "qrels" / "test.tsv").open("w") as out:
+        out.write("query-id\tcorpus-id\tscore\n")
+        for qid, docs in collection.qrels.items():
+            if collection.queries[qid].split == "test":
+                out.writelines(f"{qid}\t{d}\t{g}\n" for d, g in docs.items())
+    return folder
+
+
+def _config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "r2r.toml"
+    path.write_text(f'[paths]\nhome = "{tmp_path / "home"}"\n{extra}', encoding="utf-8")
+    return path
+
+
+def _candidate_count(store: Store, depth: int) -> int:
+    """How many (query, document) items the teacher had to judge: the stored BM25 candidates to `depth`."""
+    (candidate_run,) = store.runs("tiny", "candidates")
+    run = store.get_run(candidate_run.run_id)
+    return sum(len(run.doc_ids(q, depth)) for q in run)
+
+
+def _teach(config: Path, spec: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "r2r_core.cli", "--config", str(config), "teach", "--collection", spec, *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_teach_command_over_http_against_a_real_llama_server(tmp_path: Path, tiny_collection, smol) -> None:
+    spec = f"beir:{_write_beir(tiny_collection, tmp_path / 'tiny')}"
+    with LlamaCppServer(smol.path, ctx_size=2048, n_threads=2, model_alias="smol-http") as server:
+        base_url = server.base_url
+        config = _config(tmp_path, f'[teacher]\nbackend = "openai"\nbase_url = "{base_url}"\n'
+                                   'model = "smol-http"\nmax_tokens = 96\n')
+        proc = _teach(config, spec, "--split", "test", "--depth", "2", "-m", "score", "-m", "direct")
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "valid" in out and "tokens in/out" in out
+    store = Store.open(R2RConfig.load(config))
+    rows = store.rationales(collection="tiny")
+    n_items = _candidate_count(store, depth=2)
+    assert Counter(r.kind for r in rows) == {"pointwise_score": n_items, "direct": n_items}
+    assert {r.endpoint for r in rows} == {base_url}
+    assert all(r.model == "smol-http" for r in rows)
+
+
+def test_sigkill_then_resume_loses_nothing_and_duplicates_nothing(tmp_path: Path, tiny_collection) -> None:
+    spec = f"beir:{_write_beir(tiny_collection, tmp_path / 'tiny')}"
+    config = _config(tmp_path, f'[teacher]\nmodel = "{SMOL}"\nmax_tokens = 64\n')
+    args = ("--depth", "5", "-m", "score", "-m", "direct", "--batch-size", "1")
+    store = Store.open(R2RConfig.load(config))
+
+    proc = _teach(config, spec, *args)
+    deadline = time.monotonic() + 240
+    stored = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if store.path.exists():
+            stored = len(store.rationales(collection="tiny"))
+            if stored >= 8:
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the job finished before it could be killed: make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = {(*r.key, r.kind) for r in store.rationales(collection="tiny")}
+    assert len(before) >= 8
+
+    resumed = _teach(config, spec, *args)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    rows = store.rationales(collection="tiny")
+    keys = [(*r.key, r.kind) for r in rows]
+    assert len(keys) == len(set(keys)), "a resumed job inserted a duplicate"
+    assert before <= set(keys), "a row stored before the kill is gone"
+    n_items = _candidate_count(store, depth=5)
+    assert Counter(r.kind for r in rows) == {"pointwise_score": n_items, "direct": n_items}
+    assert "from earlier runs" in out
