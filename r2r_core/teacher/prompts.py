@@ -335,17 +335,40 @@ def _messages(template: PromptTemplate, **fields: Any) -> tuple[ChatMessage, ...
     )
 
 
+def _render_one(
+    template: PromptTemplate, query: str, doc: Document | str, max_doc_chars: int | None, **fields: Any
+) -> RenderedPrompt:
+    """A prompt about one document (direct, relevance probability, label-conditioned)."""
+    text, cut = _prepare(doc, max_doc_chars)
+    return RenderedPrompt(
+        template=template.name, version=template.version,
+        messages=_messages(template, query=neutralise(query), document=text, **fields),
+        json_schema=template.output_schema, answer_tokens=template.answer_tokens,
+        label_conditioned=template.label_conditioned, doc_ids=(_doc_id(doc, "doc"),),
+        doc_texts=(document_text(doc),), truncated=cut, label=fields.get("label"),
+    )
+
+
+def _render_two(
+    template: PromptTemplate, query: str, doc_a: Document | str, doc_b: Document | str, max_doc_chars: int | None
+) -> RenderedPrompt:
+    """A prompt about two documents shown as A and B, in this order."""
+    text_a, cut_a = _prepare(doc_a, max_doc_chars)
+    text_b, cut_b = _prepare(doc_b, max_doc_chars)
+    return RenderedPrompt(
+        template=template.name, version=template.version,
+        messages=_messages(template, query=neutralise(query), doc_a=text_a, doc_b=text_b),
+        json_schema=template.output_schema, answer_tokens=template.answer_tokens,
+        doc_ids=(_doc_id(doc_a, "A"), _doc_id(doc_b, "B")),
+        doc_texts=(document_text(doc_a), document_text(doc_b)), truncated=cut_a or cut_b,
+    )
+
+
 def render_direct(
     query: str, doc: Document | str, *, max_doc_chars: int | None = 4000, template: PromptTemplate = DIRECT
 ) -> RenderedPrompt:
     """Direct relevance judgement: JSON {evidence, reasoning, label 0-3}."""
-    text, cut = _prepare(doc, max_doc_chars)
-    return RenderedPrompt(
-        template=template.name, version=template.version,
-        messages=_messages(template, query=neutralise(query), document=text),
-        json_schema=template.output_schema, doc_ids=(_doc_id(doc, "doc"),),
-        doc_texts=(document_text(doc),), truncated=cut,
-    )
+    return _render_one(template, query, doc, max_doc_chars)
 
 
 def render_pairwise(
@@ -357,15 +380,7 @@ def render_pairwise(
     template: PromptTemplate = PAIRWISE,
 ) -> RenderedPrompt:
     """Comparative judgement of two documents shown as A and B: JSON {reasoning, preferred}."""
-    text_a, cut_a = _prepare(doc_a, max_doc_chars)
-    text_b, cut_b = _prepare(doc_b, max_doc_chars)
-    return RenderedPrompt(
-        template=template.name, version=template.version,
-        messages=_messages(template, query=neutralise(query), doc_a=text_a, doc_b=text_b),
-        json_schema=template.output_schema, answer_tokens=template.answer_tokens,
-        doc_ids=(_doc_id(doc_a, "A"), _doc_id(doc_b, "B")),
-        doc_texts=(document_text(doc_a), document_text(doc_b)), truncated=cut_a or cut_b,
-    )
+    return _render_two(template, query, doc_a, doc_b, max_doc_chars)
 
 
 def listwise_schema(count: int) -> dict[str, Any]:
@@ -423,13 +438,7 @@ def render_relevance_prob(
     template: PromptTemplate = RELEVANCE_PROB,
 ) -> RenderedPrompt:
     """Single-token Yes/No prompt whose first-token probabilities give P(relevant)."""
-    text, cut = _prepare(doc, max_doc_chars)
-    return RenderedPrompt(
-        template=template.name, version=template.version,
-        messages=_messages(template, query=neutralise(query), document=text),
-        json_schema=None, answer_tokens=template.answer_tokens, doc_ids=(_doc_id(doc, "doc"),),
-        doc_texts=(document_text(doc),), truncated=cut,
-    )
+    return _render_one(template, query, doc, max_doc_chars)
 
 
 def render_pairwise_prob(
@@ -441,15 +450,7 @@ def render_pairwise_prob(
     template: PromptTemplate = PAIRWISE_PROB,
 ) -> RenderedPrompt:
     """Single-token A/B prompt whose first-token probabilities give P(A better than B) in this order."""
-    text_a, cut_a = _prepare(doc_a, max_doc_chars)
-    text_b, cut_b = _prepare(doc_b, max_doc_chars)
-    return RenderedPrompt(
-        template=template.name, version=template.version,
-        messages=_messages(template, query=neutralise(query), doc_a=text_a, doc_b=text_b),
-        json_schema=None, answer_tokens=template.answer_tokens,
-        doc_ids=(_doc_id(doc_a, "A"), _doc_id(doc_b, "B")),
-        doc_texts=(document_text(doc_a), document_text(doc_b)), truncated=cut_a or cut_b,
-    )
+    return _render_two(template, query, doc_a, doc_b, max_doc_chars)
 
 
 def render_explain_label(
@@ -463,11 +464,4 @@ def render_explain_label(
     """ExaRanker-style: the known grade is given and only the explanation is asked for."""
     if label not in LABEL_SCALE:
         raise R2RError(f"label must be one of {sorted(LABEL_SCALE)}, got {label!r}")
-    text, cut = _prepare(doc, max_doc_chars)
-    return RenderedPrompt(
-        template=template.name, version=template.version,
-        messages=_messages(template, query=neutralise(query), document=text, label=label,
-                           label_name=LABEL_SCALE[label]),
-        json_schema=template.output_schema, label_conditioned=True, doc_ids=(_doc_id(doc, "doc"),),
-        doc_texts=(document_text(doc),), truncated=cut, label=label,
-    )
+    return _render_one(template, query, doc, max_doc_chars, label=label, label_name=LABEL_SCALE[label])
