@@ -11,6 +11,10 @@ import streamlit as st
 st.set_page_config(page_title="R2R Studio", page_icon=":mag:", layout="wide")
 
 pages = [
-    st.Page("pages/search.py", title="Search", icon=":material/search:", default=True),
+    st.Page("views/search.py", title="Search", icon=":material/search:", default=True),
+    st.Page("views/document.py", title="Document", icon=":material/article:"),
+    st.Page("views/annotate.py", title="Annotate", icon=":material/flag:"),
 ]
+# The page scripts live in views/, not pages/: Streamlit treats a pages/ folder next to the entry
+# point as its older multipage mode, which a fresh server applies to direct links.
 st.navigation(pages).run()

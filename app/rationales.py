@@ -1,16 +1,29 @@
-"""How the app presents teacher rationales. Model output is untrusted text: rendered with st.text /
-st.code, never as Markdown or HTML."""
+"""How the app presents teacher rationales. Model output and document text are untrusted: rendered
+with st.text / st.code, never as Markdown or HTML."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import streamlit as st
 
 from r2r_core.store import RationaleRow
+from r2r_core.teacher.parsing import check_evidence
 
 LABEL_NAMES = {0: "0: unrelated", 1: "1: related, does not answer", 2: "2: partially answers", 3: "3: answers"}
+
+# What each kind of row is, as a reader should understand it. Label-conditioned rows explain a label
+# the teacher was GIVEN (the known qrels label): never present them as the teacher's judgement.
+KIND_TITLES = {
+    "direct": "Teacher's direct rationale (its own judgement)",
+    "pairwise": "Teacher's pairwise comparison (its own judgement)",
+    "listwise": "Teacher's listwise ranking of a window (its own judgement)",
+    "label_conditioned": "Label-conditioned explanation: explains the KNOWN label, not the teacher's judgement",
+    "pointwise_score": "Teacher's P(Yes) (token probability)",
+    "pairwise_score": "Teacher's pairwise preference probability",
+}
+JUDGED_KINDS = ("direct", "pairwise", "listwise")
 
 
 @dataclass
@@ -35,16 +48,109 @@ def teacher_views(rows: Iterable[RationaleRow]) -> dict[str, TeacherView]:
     return views
 
 
-def render_direct_rationale(row: RationaleRow) -> None:
-    st.markdown("**Teacher's direct rationale** (its own judgement)")
+def quotes(row: RationaleRow) -> list[str]:
+    """The evidence quotes of a row as strings (evidence is stored as JSON: normally a list)."""
+    evidence = row.evidence
+    if evidence is None or evidence == "":
+        return []
+    if isinstance(evidence, str):
+        return [evidence]
+    if isinstance(evidence, dict):
+        return [str(q) for value in evidence.values() for q in (value if isinstance(value, list) else [value])]
+    return [str(q) for q in evidence]
+
+
+def quote_checks(row: RationaleRow, document_text: str | None = None) -> list[tuple[str, bool | None]]:
+    """(quote, found) per evidence quote: checked against ``document_text`` when given (the same check
+    the teacher job ran), else from what the job stored; None when it is not known per quote."""
+    texts = quotes(row)
+    if document_text is not None:
+        return [(check.quote, check.found) for check in check_evidence(texts, document_text)]
+    missing = (row.extra or {}).get("hallucinated_evidence")
+    if isinstance(missing, list):
+        return [(quote, quote not in missing) for quote in texts]
+    return [(quote, True if row.evidence_found else None) for quote in texts]
+
+
+def evidence_spans(rows: Iterable[RationaleRow], document_text: str) -> list[tuple[int, int]]:
+    """Where the rows' quotes occur in ``document_text`` (character offsets, merged, sorted)."""
+    spans = sorted(
+        check.span
+        for row in rows
+        for check in check_evidence(quotes(row), document_text)
+        if check.found and check.span is not None
+    )
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def passage_segments(text: str, spans: Sequence[tuple[int, int]]) -> list[tuple[str, bool]]:
+    """Split ``text`` into (segment, is_evidence) pieces at the (sorted, disjoint) ``spans``; joined
+    back together the segments are exactly ``text``."""
+    segments: list[tuple[str, bool]] = []
+    position = 0
+    for start, end in spans:
+        start, end = max(start, position), min(end, len(text))
+        if start >= end:
+            continue
+        if start > position:
+            segments.append((text[position:start], False))
+        segments.append((text[start:end], True))
+        position = end
+    if position < len(text):
+        segments.append((text[position:], False))
+    return segments
+
+
+def label_text(row: RationaleRow) -> str:
+    name = LABEL_NAMES.get(row.label, str(row.label))
+    if row.kind == "label_conditioned":
+        return f"Given label (the known qrels label the teacher was told to explain): {name}"
+    return f"Label {name}"
+
+
+def provenance_text(row: RationaleRow) -> str:
+    how = ("label-conditioned: the teacher was given the known label" if row.kind == "label_conditioned"
+           else "judged: the teacher's own verdict")
+    when = f" · {row.created_at:%Y-%m-%d %H:%M} UTC" if row.created_at else ""
+    ident = f" · rationale #{row.rationale_id}" if row.rationale_id is not None else ""
+    return f"{how} · model {row.model} · prompt {row.prompt_version} · job {row.job_id}{ident}{when}"
+
+
+def render_rationale(row: RationaleRow, document_text: str | None = None) -> None:
+    """One rationale of any kind: verdict, reasoning, evidence (found or not), provenance. All as text."""
     if row.status != "ok":
-        st.warning(f"The teacher's answer could not be used ({row.failure_kind}); raw output below.")
-        st.code(row.raw_output or "(empty)", language=None)
+        st.warning("The teacher's answer could not be used; raw output below.")
+        st.text(f"Status {row.status}: {row.failure_kind}" + (f" ({row.failure_message})" if row.failure_message
+                                                               else ""))
+        st.code(row.raw_output or "(empty)", language=None, wrap_lines=True)
+        st.text(f"Provenance: {provenance_text(row)}")
         return
-    st.text(f"Label {LABEL_NAMES.get(row.label, row.label)}")
-    st.text(row.reasoning)
-    for quote in row.evidence or []:
-        st.text(f"Evidence: \u201c{quote}\u201d")
-    if row.evidence and not row.evidence_found:
+    if row.label is not None:
+        st.text(label_text(row))
+    if row.kind == "pairwise" and row.preferred_doc:
+        st.text(f"Prefers: {row.preferred_doc}")
+    ranking = (row.extra or {}).get("ranking")
+    if row.kind == "listwise" and ranking:
+        st.text("Ranking: " + " > ".join(str(doc) for doc in ranking))
+    st.text(row.reasoning or "(no reasoning given)")
+    render_evidence(row, document_text)
+    st.text(f"Provenance: {provenance_text(row)}")
+
+
+def render_evidence(row: RationaleRow, document_text: str | None = None) -> None:
+    for quote, found in quote_checks(row, document_text):
+        status = {True: "found in the passage", False: "NOT FOUND in the passage", None: "not checked"}[found]
+        st.text(f"Evidence ({status}): \u201c{quote}\u201d")
+    if quotes(row) and row.evidence_found is False:
         st.error("Quoted evidence was not found in the document (possible hallucination).")
-    st.caption(f"{row.model} · prompt {row.prompt_version} · job {row.job_id}")
+
+
+def render_direct_rationale(row: RationaleRow, document_text: str | None = None) -> None:
+    st.markdown("**Teacher's direct rationale** (its own judgement)")
+    render_rationale(row, document_text)

@@ -12,7 +12,7 @@ from r2r_core.config import CONFIG_ENV_VAR
 from r2r_core.data.model import Run
 from r2r_core.evaluate import evaluate_run
 
-SEARCH_PAGE = str(Path(__file__).resolve().parent.parent / "app" / "pages" / "search.py")
+SEARCH_PAGE = str(Path(__file__).resolve().parent.parent / "app" / "views" / "search.py")
 
 
 @pytest.fixture

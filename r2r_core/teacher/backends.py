@@ -466,8 +466,14 @@ class LocalLlamaBackend(ChatBackend):
         }
 
     def close(self) -> None:
-        # Dropping the last reference stops the engine's loop and its HTTP listener.
-        self._server = None
+        # Dropping the last reference stops the engine's loop and its HTTP listener. That shutdown joins
+        # llama.cpp's worker threads and was seen to wait forever for a server closed right after start-up,
+        # so the last reference is dropped on a daemon thread: the caller never blocks on it.
+        server, self._server = self._server, None
+        if server is not None:
+            holder = [server]
+            del server
+            threading.Thread(target=holder.clear, name="xllamacpp-close", daemon=True).start()
 
 
 def _local_error(error: Any) -> ChatError:

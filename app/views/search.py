@@ -12,6 +12,7 @@ from app.rationales import render_direct_rationale, teacher_views
 from r2r_core.data.model import Run
 from r2r_core.data.registry import list_collections
 from r2r_core.evaluate import evaluate_run
+from r2r_core.teacher.prompts import document_text
 
 st.title("R2R Studio")
 st.caption("Reason-to-Rank: BM25 candidates, re-ranked by a student that explains itself.")
@@ -82,4 +83,6 @@ for hit in hits:
             st.caption(doc.url)
         view = teacher.get(hit.doc_id)
         if view is not None and view.direct is not None:
-            render_direct_rationale(view.direct)
+            render_direct_rationale(view.direct, document_text(doc))
+        if st.button("Open explanation", key=f"open-{hit.rank}", help="The Document page: passage, evidence, why"):
+            state.open_document(spec, query_id, query, hit.doc_id, depth)

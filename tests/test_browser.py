@@ -1,0 +1,289 @@
+"""The real app in a real browser: `streamlit run app/Home.py` driven by Playwright and Debian's chromium.
+
+One server per module, on a free loopback port, with its own store in a temporary home (the Lucene
+index is shared with the session's other tests). Screenshots of every step go to
+test-artifacts/browser/ (gitignored). Nothing is skipped: without chromium the tests fail and say
+how to install it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+from r2r_core.config import CONFIG_ENV_VAR, R2RConfig
+from r2r_core.demo import prepare_demo_store
+from r2r_core.store import Store, TeacherJob
+
+pytestmark = pytest.mark.browser
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+TIMEOUT_MS = 90_000  # the first search starts the JVM in the server
+HOSTILE = "<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=1\"> The passage answers it."
+SEARCH_QUERY = "how do I make a python script executable on unix"
+
+
+@dataclass
+class Server:
+    url: str
+    store: Store
+    query_id: str  # the first test query (the Search page's default dataset query)
+    top_doc: str  # its top BM25 candidate, with the hostile rationale
+    hostile_id: int  # that rationale's id
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def seed(store: Store, pydocs, pydocs_bm25) -> tuple[str, str, int]:
+    """Teacher rows: a hostile direct rationale on the default query's top hit, and a queue to annotate."""
+    prepare_demo_store(store)
+    test_queries = list(pydocs.split_queries("test"))
+    query_id, other = test_queries[0], test_queries[1]
+    top = pydocs_bm25.search(pydocs.queries[query_id].text, 20, query_id=query_id)[0].doc_id
+    job = store.create_teacher_job(TeacherJob("pydocs", "direct", "browser-teacher", "direct@00000000"))
+    explain = store.create_teacher_job(TeacherJob("pydocs", "label_conditioned", "browser-teacher", "explain@0"))
+    hits = pydocs_bm25.search(pydocs.queries[other].text, 20, query_id=other)
+    store.add_rationales([
+        job.rationale(query_id, top, label=2, reasoning=HOSTILE, evidence=[pydocs.documents[top].text[:60]],
+                      evidence_found=True),
+        explain.rationale(query_id, top, label=0, reasoning="Explaining the known label 0.", evidence_found=None),
+        *(job.rationale(other, hit.doc_id, label=hit.rank % 4, reasoning=f"Queue item {hit.rank}.",
+                        evidence=["a sentence the passage never says"] if hit.rank % 3 == 0 else None,
+                        evidence_found=False if hit.rank % 3 == 0 else None)
+          for hit in hits[:16]),
+    ])
+    hostile = store.rationales(job_id=job.resolved_id(), query_id=query_id)
+    return query_id, top, hostile[0].rationale_id
+
+
+def wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"streamlit exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().decode().strip() == "ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"streamlit did not answer /_stcore/health within {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, config_file: Path, pydocs, pydocs_bm25) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("browser-home")
+    shared_index = R2RConfig.load(config_file).paths.index_dir  # built by pydocs_bm25 already
+    config = home / "r2r.toml"
+    config.write_text(f'[paths]\nhome = "{home}"\nindex_cache = "{shared_index}"\n', encoding="utf-8")
+    store = Store.open(R2RConfig.load(config))
+    query_id, top, hostile_id = seed(store, pydocs, pydocs_bm25)
+    port, log = free_port(), home / "streamlit.log"
+    env = dict(os.environ, **{CONFIG_ENV_VAR: str(config), "PYTHONPATH": str(REPO_ROOT)})
+    command = [sys.executable, "-m", "streamlit", "run", "app/Home.py", "--server.headless", "true",
+               "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+               "--server.fileWatcherType", "none"]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process, log)
+        yield Server(url, store, query_id, top, hostile_id)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """The launched chromium, or the reason it could not start (each test then fails with it)."""
+    if not CHROMIUM.exists():
+        yield (f"{CHROMIUM} is missing: the browser tests need Debian's chromium; "
+               "`scripts/setup.sh browser` installs it (`make test` runs that)")
+        return
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def new_page(browser: object, name: str):
+    """A page in a fresh context (a fresh Streamlit session), with a screenshot helper."""
+    if isinstance(browser, str):
+        pytest.fail(browser)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.shot = lambda step: page.screenshot(path=ARTIFACTS / f"{name}-{step}.png", full_page=True)
+    return page
+
+
+def settle(page) -> None:
+    """Wait until the app is idle: no script run in progress, lazily loaded elements drawn."""
+    page.wait_for_timeout(200)
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(state="attached")
+    page.locator('[data-stale="true"]').first.wait_for(state="detached")
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(300)
+
+
+def metric(page, label: str) -> int:
+    box = page.locator('[data-testid="stMetric"]').filter(has=page.get_by_text(label, exact=True))
+    return int(box.locator('[data-testid="stMetricValue"]').inner_text())
+
+
+def fill_annotation(page, category: str, note: str, annotator: str) -> None:
+    form = page.locator('[data-testid="stForm"]')
+    form.get_by_text(category, exact=True).click()
+    form.get_by_text("3 · severe", exact=True).click()
+    form.get_by_label("Annotator").fill(annotator)
+    form.get_by_label("Note").fill(note)
+
+
+def submit(page) -> None:
+    page.locator('[data-testid="stForm"]').get_by_label("Note").press("Enter")
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_a_link_to_a_document_renders_model_text_as_text(server: Server, browser) -> None:
+    """First in the module: the fresh server's first request is this link (direct links must work on a fresh server)."""
+    page = new_page(browser, "01-link")
+    params = urlencode({"collection": "pydocs", "query": server.query_id, "doc": server.top_doc})
+    page.goto(f"{server.url}/document?{params}")
+    page.get_by_text("Teacher's direct rationale (its own judgement)").wait_for()
+    settle(page)
+    page.shot("document")
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.locator('[data-testid="stMain"] script').count() == 0
+    assert page.locator('[data-testid="stMain"] img[src="x"]').count() == 0
+    assert page.get_by_text(HOSTILE, exact=True).first.is_visible()  # shown, as text
+    nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+    assert [line for line in nav.splitlines() if line.istitle()] == ["Search", "Document", "Annotate"]
+    page.context.close()
+
+
+def test_search_shows_the_ranked_candidates(server: Server, browser, pydocs, pydocs_bm25) -> None:
+    page = new_page(browser, "02-search")
+    page.goto(server.url)
+    page.get_by_label("Search the documentation").fill(SEARCH_QUERY)
+    page.keyboard.press("Enter")
+    expected = [hit.doc_id for hit in pydocs_bm25.search(SEARCH_QUERY, 20)]
+    # The grid draws on a canvas; glide-data-grid mirrors the visible rows in an accessible table.
+    cells = page.locator('[data-testid="stDataFrame"] [role="gridcell"][aria-colindex="4"]')
+    cells.filter(has_text=expected[0]).first.wait_for(state="attached")
+    settle(page)
+    page.shot("results")
+    shown = cells.all_inner_texts()
+    assert len(shown) >= 5 and shown == expected[: len(shown)]  # the document column, in BM25 order
+    titles = page.locator('[data-testid="stExpander"] summary').all_inner_texts()
+    assert [t.splitlines()[-1] for t in titles[:3]] == [
+        f"{n}. {pydocs.documents[d].title}" for n, d in enumerate(expected[:3], 1)]
+    page.context.close()
+
+
+def test_open_a_documents_explanation_from_search(server: Server, browser, pydocs) -> None:
+    page = new_page(browser, "03-document")
+    page.goto(server.url)
+    page.get_by_text("Dataset query", exact=True).click()
+    page.get_by_label("Question").wait_for()
+    settle(page)
+    page.locator('[data-testid="stExpander"] summary').first.click()
+    page.shot("search-dataset-query")
+    page.get_by_role("button", name="Open explanation").first.click()
+    page.wait_for_url("**/document?**")
+    page.get_by_text("Passage", exact=True).wait_for()
+    settle(page)
+    page.shot("explanation")
+    assert f"query={server.query_id}" in page.url
+    assert page.get_by_text(HOSTILE, exact=True).first.is_visible()  # the teacher's reasoning
+    assert page.get_by_text("Teacher's direct rationale (its own judgement)").is_visible()
+    assert page.locator('[data-testid="stExpander"] summary', has_text="Explains the known label").is_visible()
+    assert page.get_by_text("The student is not trained yet", exact=False).is_visible()
+
+    page.get_by_role("button", name="Mark as bad ...").first.click()  # the direct rationale's
+    page.wait_for_url("**/annotate")
+    page.get_by_text(f"Rationale #{server.hostile_id}", exact=True).wait_for()
+    settle(page)
+    page.shot("annotate-this-one")
+    assert page.get_by_text(HOSTILE, exact=True).first.is_visible()
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    page.context.close()
+
+
+def test_annotation_persists_across_a_reload_and_exports(server: Server, browser) -> None:
+    page = new_page(browser, "04-annotate")
+    page.goto(f"{server.url}/annotate")
+    page.locator('[data-testid="stForm"]').wait_for()
+    settle(page)
+    before, wrong_before = metric(page, "Annotations"), metric(page, "wrong verdict")
+    fill_annotation(page, "wrong verdict", "persist me", "browser-persist")
+    page.shot("filled")
+    submit(page)
+    page.get_by_text("(1 this session)", exact=False).wait_for()
+    settle(page)
+    page.shot("saved")
+    page.reload()
+    page.locator('[data-testid="stForm"]').wait_for()
+    settle(page)
+    page.shot("reloaded")
+    assert metric(page, "Annotations") == before + 1
+    assert metric(page, "wrong verdict") == wrong_before + 1
+    saved = server.store.annotations(annotator="browser-persist")
+    assert [(a.category, a.severity, a.note) for a in saved] == [("wrong_verdict", 3, "persist me")]
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Annotations as JSONL").click()
+    records = [json.loads(line) for line in Path(download.value.path()).read_text().splitlines()]
+    assert [r["note"] for r in records if r["annotator"] == "browser-persist"] == ["persist me"]
+    page.context.close()
+
+
+def test_two_sessions_annotating_at_once_lose_nothing(server: Server, browser) -> None:
+    pages = {name: new_page(browser, f"05-concurrent-{name}") for name in ("alice", "bob")}
+    for page in pages.values():
+        page.goto(f"{server.url}/annotate")
+        page.locator('[data-testid="stForm"]').wait_for()
+        settle(page)
+    for n in range(1, 4):
+        for name, page in pages.items():
+            fill_annotation(page, "unclear", f"{name} {n}", f"browser-{name}")
+        for page in pages.values():  # both submit before either is waited for
+            submit(page)
+        for page in pages.values():
+            page.get_by_text(f"({n} this session)", exact=False).wait_for()
+            settle(page)
+            page.shot(f"saved-{n}")
+            assert page.locator('[data-testid="stForm"]').get_by_label("Note").input_value() == ""  # next item
+    for name, page in pages.items():
+        notes = [a.note for a in server.store.annotations(annotator=f"browser-{name}")]
+        assert notes == [f"{name} 1", f"{name} 2", f"{name} 3"]
+        page.context.close()
