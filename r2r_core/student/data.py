@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 from r2r_core.data.model import Collection
 from r2r_core.errors import R2RError
 from r2r_core.store import RationaleRow
+from r2r_core.teacher.aggregate import pair_share, row_probability
 from r2r_core.teacher.parsing import check_evidence
 from r2r_core.teacher.prompts import LABEL_SCALE
 
@@ -114,13 +115,6 @@ def _is_test(split: str | None) -> bool:
     return split is not None and split.strip().lower() == TEST_SPLIT
 
 
-def _probability(row: RationaleRow) -> float:
-    value = row.score
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-        raise R2RError(f"ok {row.kind} row {row.key} needs a score in [0, 1], got {value!r}")
-    return float(value)
-
-
 @dataclass
 class _QuerySignals:
     order: dict[str, None] = field(default_factory=dict)  # candidates in first-seen order
@@ -149,7 +143,7 @@ def _collect(rows: Iterable[RationaleRow], bad_ids: frozenset[int] | set[int]) -
         sig = signals[row.query_id]
         if row.kind == "pointwise_score":
             sig.see(row.doc_id)
-            sig.p_yes[row.doc_id].append(_probability(row))
+            sig.p_yes[row.doc_id].append(row_probability(row))
         elif row.kind == "direct":
             if isinstance(row.label, bool) or row.label not in LABEL_SCALE:
                 raise R2RError(f"ok direct row {row.key} needs a label in {sorted(LABEL_SCALE)}, got {row.label!r}")
@@ -157,19 +151,9 @@ def _collect(rows: Iterable[RationaleRow], bad_ids: frozenset[int] | set[int]) -
             sig.label[row.doc_id].append(float(row.label))
             sig.quotes[row.doc_id].extend(_quotes(row))
         else:
-            if row.doc_id == row.doc_b:
-                raise R2RError(f"{row.kind} row {row.key} compares a document with itself")
-            if row.kind == "pairwise":
-                if row.preferred_doc not in (row.doc_id, row.doc_b):
-                    raise R2RError(
-                        f"ok pairwise row {row.key} has preferred_doc {row.preferred_doc!r}, not one of its documents"
-                    )
-                share_a = 1.0 if row.preferred_doc == row.doc_id else 0.0
-            else:
-                share_a = _probability(row)
+            key, share = pair_share(row)
             sig.see(row.doc_id, row.doc_b)
-            x, y = sorted((row.doc_id, row.doc_b))
-            sig.shares[(row.kind, x, y)].append(share_a if x == row.doc_id else 1.0 - share_a)
+            sig.shares[key].append(share)
     if len(collections) > 1:
         raise R2RError(f"rows from several collections cannot be mixed: {sorted(collections)}")
     return signals

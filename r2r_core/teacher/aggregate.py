@@ -183,11 +183,32 @@ def _usable(rows: Iterable[RationaleRow]) -> list[RationaleRow]:
     return [r for r in rows if r.status == "ok" and r.kind != "label_conditioned"]
 
 
-def _probability(row: RationaleRow) -> float:
+def row_probability(row: RationaleRow) -> float:
+    """The score of an ok `pointwise_score` / `pairwise_score` row, checked to be a probability."""
     value = row.score
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
         raise R2RError(f"ok {row.kind} row {row.key} needs a score in [0, 1], got {value!r}")
     return float(value)
+
+
+def pair_share(row: RationaleRow) -> tuple[tuple[str, str, str], float]:
+    """An ok `pairwise` or `pairwise_score` row as ((kind, x, y), share of x) with x < y.
+
+    `pairwise`: 1 if the model preferred x, else 0; `pairwise_score`: P(x better). Both presentation
+    orders of a pair map onto the same key, so their shares can be averaged.
+    """
+    if row.doc_id == row.doc_b:
+        raise R2RError(f"{row.kind} row {row.key} compares a document with itself")
+    if row.kind == "pairwise":
+        if row.preferred_doc not in (row.doc_id, row.doc_b):
+            raise R2RError(
+                f"ok pairwise row {row.key} has preferred_doc {row.preferred_doc!r}, not one of its documents"
+            )
+        share_a = 1.0 if row.preferred_doc == row.doc_id else 0.0
+    else:
+        share_a = row_probability(row)
+    x, y = sorted((row.doc_id, row.doc_b))
+    return (row.kind, x, y), (share_a if x == row.doc_id else 1.0 - share_a)
 
 
 def _signals_by_query(rows: Iterable[RationaleRow]) -> dict[str, _Signals]:
@@ -195,24 +216,14 @@ def _signals_by_query(rows: Iterable[RationaleRow]) -> dict[str, _Signals]:
     for row in _usable(rows):
         sig = signals[row.query_id]
         if row.kind == "pointwise_score":
-            sig.p_yes[row.doc_id].append(_probability(row))
+            sig.p_yes[row.doc_id].append(row_probability(row))
         elif row.kind == "direct":
             if isinstance(row.label, bool) or row.label not in LABEL_SCALE:
                 raise R2RError(f"ok direct row {row.key} needs a label in {sorted(LABEL_SCALE)}, got {row.label!r}")
             sig.label[row.doc_id].append(float(row.label))
         elif row.kind in _PAIR_KINDS:
-            if row.doc_id == row.doc_b:
-                raise R2RError(f"{row.kind} row {row.key} compares a document with itself")
-            if row.kind == "pairwise":
-                if row.preferred_doc not in (row.doc_id, row.doc_b):
-                    raise R2RError(
-                        f"ok pairwise row {row.key} has preferred_doc {row.preferred_doc!r}, not one of its documents"
-                    )
-                share_a = 1.0 if row.preferred_doc == row.doc_id else 0.0
-            else:
-                share_a = _probability(row)
-            x, y = sorted((row.doc_id, row.doc_b))
-            sig.pair_share[(row.kind, x, y)].append(share_a if x == row.doc_id else 1.0 - share_a)
+            key, share = pair_share(row)
+            sig.pair_share[key].append(share)
     return dict(signals)
 
 
