@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from r2r_core.errors import R2RError
 from r2r_core.store import RationaleRow
+from r2r_core.teacher.aggregate import pair_consistency
 from r2r_core.teacher.parsing import check_evidence
 
 LABEL_NAMES = {0: "0: unrelated", 1: "1: related, does not answer", 2: "2: partially answers", 3: "3: answers"}
@@ -154,3 +156,12 @@ def render_evidence(row: RationaleRow, document_text: str | None = None) -> None
 def render_direct_rationale(row: RationaleRow, document_text: str | None = None) -> None:
     st.markdown("**Teacher's direct rationale** (its own judgement)")
     render_rationale(row, document_text)
+
+
+def inconsistent_pairs(rows: Sequence[RationaleRow]) -> set[tuple[str, str, str]]:
+    """Pairs whose two presentation orders got opposite answers (shown with a warning, queued first)."""
+    try:
+        return set(pair_consistency(rows, kind="pairwise").inconsistent)
+    except R2RError as exc:
+        st.warning(f"Pair consistency could not be computed: {exc}")
+        return set()

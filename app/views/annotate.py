@@ -22,12 +22,11 @@ import pandas as pd
 import streamlit as st
 
 from app import state
-from app.rationales import KIND_TITLES, render_rationale
+from app.rationales import KIND_TITLES, inconsistent_pairs, render_rationale
 from r2r_core.data.model import Collection
 from r2r_core.data.registry import list_collections
-from r2r_core.errors import R2RError, StoreError
+from r2r_core.errors import StoreError
 from r2r_core.store import ANNOTATION_CATEGORIES, AnnotationRow, RationaleRow, Store
-from r2r_core.teacher.aggregate import pair_consistency
 from r2r_core.teacher.prompts import document_text
 
 QUEUE_KINDS = ("direct", "pairwise", "listwise", "label_conditioned")  # the kinds with written reasoning
@@ -77,14 +76,6 @@ def mean_p_yes(rows: Iterable[RationaleRow]) -> dict[tuple[str, str], float]:
         if row.kind == "pointwise_score" and row.status == "ok" and row.score is not None:
             scores[(row.query_id, row.doc_id)].append(float(row.score))
     return {key: sum(values) / len(values) for key, values in scores.items()}
-
-
-def inconsistent_pairs(rows: Sequence[RationaleRow]) -> set[tuple[str, str, str]]:
-    try:
-        return set(pair_consistency(rows, kind="pairwise").inconsistent)
-    except R2RError as exc:
-        st.warning(f"Pair consistency could not be computed: {exc}")
-        return set()
 
 
 def queue_item(row: RationaleRow, inconsistent: set[tuple[str, str, str]],

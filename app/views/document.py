@@ -19,15 +19,14 @@ from app.rationales import (
     KIND_TITLES,
     LABEL_NAMES,
     evidence_spans,
+    inconsistent_pairs,
     passage_segments,
     render_rationale,
     teacher_views,
 )
 from r2r_core.data.model import Collection, Document
 from r2r_core.data.registry import list_collections
-from r2r_core.errors import R2RError
 from r2r_core.store import RationaleRow
-from r2r_core.teacher.aggregate import pair_consistency
 from r2r_core.teacher.prompts import document_text
 
 DATASET, FREE_TEXT = "Dataset query", "Free text"
@@ -147,14 +146,6 @@ def rows_about(rows: Sequence[RationaleRow], doc_id: str) -> dict[str, list[Rati
         if doc_id == row.doc_id or (row.kind == "pairwise" and doc_id == row.doc_b) or doc_id in ranking:
             about.setdefault(row.kind, []).append(row)
     return {kind: list(reversed(found)) for kind, found in about.items()}
-
-
-def inconsistent_pairs(rows: Sequence[RationaleRow]) -> set[tuple[str, str, str]]:
-    try:
-        return set(pair_consistency(rows, kind="pairwise").inconsistent)
-    except R2RError as exc:
-        st.warning(f"Pair consistency could not be computed: {exc}")
-        return set()
 
 
 # ----------------------------------------------------------------------------- rendering
