@@ -91,11 +91,61 @@ class TeacherConfig:
 
 
 @dataclass(frozen=True)
+class StudentConfig:
+    """Which trained students the app and `r2r serve` use (see r2r_core.student.api.load_student).
+
+    path: the fast scorer (ranks every candidate, marks evidence); decoder_path: the R2R decoder
+    student (generates direct and comparative reasoning on demand). Either may be None.
+    server_url: when set (e.g. "http://127.0.0.1:8080"), the app calls a running `r2r serve` over HTTP
+    instead of loading the students in-process.
+    device: "auto" = cuda, then mps, then cpu.
+    """
+
+    path: Path | None = Path("assets/students/fast-pydocs")
+    decoder_path: Path | None = Path("assets/students/r2r-smollm2-pydocs")
+    server_url: str | None = None
+    device: str = "auto"
+    timeout_s: float = 60.0  # HTTP client timeout when server_url is set
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The student server (`r2r serve`): limits and micro-batching."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_documents: int = 1000  # per /v1/rerank request
+    max_chars: int = 8000  # per document; longer ones are cut and the response says so
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_batch: int = 64  # (query, document) pairs per forward pass
+    max_wait_ms: float = 5.0  # how long the batcher waits to fill a batch
+    micro_batching: bool = True  # False: every rerank request gets forward passes of its own (for comparison)
+    request_timeout_s: float = 60.0
+    generation_concurrency: int = 1  # /v1/explain and /v1/compare generations in flight at once
+    torch_threads: int | None = None  # CPU threads per forward pass (torch.set_num_threads); None: torch's default
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """The Streamlit app (`r2r app`).
+
+    evaluation_report: the systems table the Evaluation page shows (written by `r2r evaluate-systems`);
+    pairwise_top_k: how many of the student's top documents the Pairwise page compares (all pairs).
+    """
+
+    evaluation_report: Path = Path("assets/eval/pydocs-test.json")
+    pairwise_top_k: int = 6
+
+
+@dataclass(frozen=True)
 class R2RConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     bm25: BM25Config = field(default_factory=BM25Config)
     store: StoreConfig = field(default_factory=StoreConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    app: AppConfig = field(default_factory=AppConfig)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> R2RConfig:

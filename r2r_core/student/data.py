@@ -51,9 +51,13 @@ __all__ = [
     "TEST_SPLIT",
     "PairPreference",
     "QueryExample",
+    "RationaleTarget",
+    "TrainingData",
     "build_examples",
     "check_trainable",
     "examples_from_store",
+    "load_training_data",
+    "rationale_targets",
     "train_dev_examples",
 ]
 
@@ -281,6 +285,69 @@ def train_dev_examples(
     return train, dev
 
 
+@dataclass(frozen=True, slots=True)
+class RationaleTarget:
+    """One teacher rationale as a generation target for the decoder student.
+
+    kind "direct": document = the judged document, document_b = None, label / evidence / reasoning set;
+    kind "pairwise": document = the one shown as A, document_b = the one shown as B, preferred "A"/"B".
+    The rendering into target text belongs to the student (``r2r_core.student.decoder``).
+    """
+
+    rationale_id: int | None
+    query_id: str
+    split: str | None
+    query: str
+    kind: str
+    document: str
+    document_b: str | None
+    reasoning: str
+    label: int | None = None
+    evidence: tuple[str, ...] = ()
+    preferred: str | None = None
+
+
+def rationale_targets(
+    rows: Iterable[RationaleRow],
+    collection: Collection,
+    split: str | None,
+    *,
+    bad_ids: Iterable[int] = (),
+) -> list[RationaleTarget]:
+    """The ok ``direct`` and ``pairwise`` rationales of ``split``'s queries that have reasoning text.
+
+    Same rules as ``build_examples``: test refused, label-conditioned rows never used (they explain a
+    given label), rows annotated bad dropped. Only the teacher's verifiable quotes are kept as evidence
+    (a hallucinated quote would teach the student to hallucinate).
+    """
+    if _is_test(split):
+        raise R2RError(f"refusing to build training targets from split {split!r}: test is never used for training")
+    bad = frozenset(bad_ids)
+    targets = []
+    for row in rows:
+        if row.status != "ok" or row.kind not in ("direct", "pairwise") or not (row.reasoning or "").strip():
+            continue
+        if row.rationale_id is not None and row.rationale_id in bad:
+            continue
+        query = collection.queries.get(row.query_id)
+        if query is None or _is_test(query.split) or (split is not None and query.split != split):
+            continue
+        document = collection.documents[row.doc_id].contents
+        if row.kind == "direct":
+            quotes = [q for q in _quotes(row) if any(c.found for c in check_evidence([q], document))]
+            targets.append(RationaleTarget(row.rationale_id, row.query_id, query.split, query.text, "direct",
+                                           document, None, row.reasoning, label=int(row.label),
+                                           evidence=tuple(quotes)))
+        else:
+            if row.preferred_doc not in (row.doc_id, row.doc_b):
+                continue
+            preferred = "A" if row.preferred_doc == row.doc_id else "B"
+            targets.append(RationaleTarget(row.rationale_id, row.query_id, query.split, query.text, "pairwise",
+                                           document, collection.documents[row.doc_b].contents, row.reasoning,
+                                           preferred=preferred))
+    return targets
+
+
 def examples_from_store(
     store: Store,
     collection: str,
@@ -300,3 +367,56 @@ def examples_from_store(
         rows = [r for job in job_ids for r in store.rationales(collection=collection, job_id=job, status="ok")]
     bad = store.bad_rationale_ids(collection, min_severity=min_severity)
     return build_examples(rows, coll, split, bad_ids=bad)
+
+
+@dataclass
+class TrainingData:
+    """Everything a student trains on, split by query: ranking examples and rationale targets."""
+
+    train: list[QueryExample]
+    dev: list[QueryExample]
+    train_targets: list[RationaleTarget]
+    dev_targets: list[RationaleTarget]
+
+    def summary(self) -> str:
+        return (f"{len(self.train)} train queries ({sum(e.num_scored for e in self.train)} scored candidates, "
+                f"{sum(len(e.pairs) for e in self.train) // 2} pairs), {len(self.train_targets)} train rationales; "
+                f"{len(self.dev)} dev queries, {len(self.dev_targets)} dev rationales")
+
+
+def load_training_data(
+    store: Store,
+    collection: str,
+    *,
+    train_split: str = "train",
+    dev_split: str | None = "dev",
+    job_ids: Sequence[str] | None = None,
+    prompt_versions: Sequence[str] | None = None,
+    min_severity: int = 1,
+) -> TrainingData:
+    """Teacher rows of ``collection`` from the store, filtered by teacher job (run) and prompt version,
+    minus rationales annotated bad (severity >= ``min_severity``), as train / dev examples and targets."""
+    for split in (train_split, dev_split):
+        if _is_test(split):
+            raise R2RError(f"refusing to train or select on split {split!r}: test is never used for training")
+    coll = store.get_collection(collection)
+    rows = store.rationales(collection=collection, status="ok")
+    if job_ids:
+        known = {r.job_id for r in rows}
+        missing = sorted(set(job_ids) - known)
+        if missing:
+            raise R2RError(f"no ok rationales of {collection!r} from teacher job(s) {missing}; jobs with rows: "
+                           f"{sorted(known)}")
+        rows = [r for r in rows if r.job_id in set(job_ids)]
+    if prompt_versions:
+        rows = [r for r in rows if r.prompt_version in set(prompt_versions)]
+        if not rows:
+            raise R2RError(f"no ok rationales with prompt version(s) {list(prompt_versions)}")
+    bad = store.bad_rationale_ids(collection, min_severity=min_severity)
+    train, dev = train_dev_examples(rows, coll, train_split=train_split, dev_split=dev_split, bad_ids=bad)
+    return TrainingData(
+        train,
+        dev,
+        rationale_targets(rows, coll, train_split, bad_ids=bad),
+        rationale_targets(rows, coll, dev_split, bad_ids=bad) if dev_split is not None else [],
+    )

@@ -56,6 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from r2r_core.errors import OfflineError, R2RError
+from r2r_core.student.api import Comparison, Explanation, label_from_score
 from r2r_core.student.losses import IGNORE_INDEX
 
 __all__ = [
@@ -481,6 +482,22 @@ class FastScorer:
                 item["evidence"] = scored[i].evidence
             results.append(item)
         return results
+
+    # ------------------------------------------------------------------ explain / compare (no generation)
+
+    can_generate = False
+
+    def explain(self, query: str, document: str) -> Explanation:
+        """Label and score from the ranking head, evidence from the evidence head; no reasoning text."""
+        (scored,) = self.score_with_evidence([(query, document)])
+        evidence = [(s.start, s.end, s.text) for s in scored.evidence]
+        return Explanation(label_from_score(scored.score), scored.score, None, evidence, scored.truncated)
+
+    def compare(self, query: str, document_a: str, document_b: str) -> Comparison:
+        """P(a beats b) = sigmoid(logit_a - logit_b), the Bradley-Terry reading RankNet trains."""
+        logits = self.predict([(query, document_a), (query, document_b)], apply_sigmoid=False)
+        probability = float(_sigmoid(np.array([logits[0] - logits[1]]))[0])
+        return Comparison("a" if logits[0] >= logits[1] else "b", probability)
 
     # ------------------------------------------------------------------ saving
 

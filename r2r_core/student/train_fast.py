@@ -33,11 +33,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import random
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -48,15 +45,23 @@ from tqdm.auto import tqdm
 from r2r_core.errors import R2RError
 from r2r_core.student.data import QueryExample, check_trainable
 from r2r_core.student.fast import FastScorer, FastScorerConfig, evidence_labels, select_device
-from r2r_core.student.losses import (
-    evidence_token_loss,
-    listnet_loss,
-    pointwise_loss,
-    probability_to_logit,
-    ranknet_loss,
+from r2r_core.student.losses import evidence_token_loss
+from r2r_core.student.training import (
+    QuerySampler,
+    StepBatch,
+    TrainReport,
+    build_optimizer,
+    lr_factor,
+    make_batch,
+    ranking_terms,
+    resolve_amp,
+    rng_states,
+    save_checkpoint,
+    set_rng_states,
+    torch_threads,
 )
 
-__all__ = ["FastTrainConfig", "StepBatch", "TrainReport", "evaluate_losses", "make_batch", "train_fast_scorer"]
+__all__ = ["FastTrainConfig", "TrainReport", "evaluate_losses", "train_fast_scorer"]
 
 log = logging.getLogger(__name__)
 
@@ -123,153 +128,6 @@ class FastTrainConfig:
         return cls(**data)
 
 
-@dataclass
-class TrainReport:
-    """What a run did. history: one dict per step (step, lr, loss and each objective that had data)."""
-
-    out_dir: str
-    start_step: int  # 0, or the checkpoint step a resumed run continued from
-    steps: int  # the step reached
-    device: str
-    amp: str | None
-    seconds: float  # this invocation's training time
-    seconds_per_step: float
-    num_queries: int
-    trainable_parameters: int
-    truncated_documents: int  # (query, document) inputs cut to max_length during training, all steps
-    history: list[dict[str, float]] = field(default_factory=list)
-    dev_losses: dict[str, float] | None = None
-
-    def mean_loss(self, first: int | None = None, last: int | None = None) -> float:
-        """Mean total loss over the first or last n recorded steps."""
-        rows = self.history[:first] if first is not None else self.history[-(last or len(self.history)) :]
-        if not rows:
-            raise R2RError("the report has no training history")
-        return sum(r["loss"] for r in rows) / len(rows)
-
-
-# --------------------------------------------------------------------------- data -> batches
-
-
-@dataclass
-class StepBatch:
-    """One step's input. pairs are flat; slots (Q, N) index them (-1 = padding).
-
-    teacher_p / scored: teacher probability per slot and whether it exists (False for padding too).
-    pair_a / pair_b / pair_target: flat indices of teacher pairs whose two documents are in the batch.
-    evidence: character spans (or None) per flat pair.
-    """
-
-    pairs: list[tuple[str, str]]
-    slots: torch.Tensor
-    teacher_p: torch.Tensor
-    scored: torch.Tensor
-    pair_a: torch.Tensor
-    pair_b: torch.Tensor
-    pair_target: torch.Tensor
-    evidence: list[list[tuple[int, int]] | None]
-
-
-def _choose_candidates(example: QueryExample, k: int, rng: random.Random) -> list[int]:
-    """Up to k candidate indices: both documents of random teacher pairs first (up to k // 2 + 1 of
-    them), then scored documents, then the rest, each group in random order."""
-    n = len(example.doc_ids)
-    if n <= k:
-        return list(range(n))
-    chosen: dict[int, None] = {}
-    pairs = list(example.pairs)
-    rng.shuffle(pairs)
-    for pair in pairs:
-        if len(chosen) + 2 > k // 2 + 1:
-            break
-        chosen.setdefault(pair.a)
-        chosen.setdefault(pair.b)
-    scored = [i for i in range(n) if example.teacher_scores[i] is not None and i not in chosen]
-    rest = [i for i in range(n) if example.teacher_scores[i] is None and i not in chosen]
-    rng.shuffle(scored)
-    rng.shuffle(rest)
-    for i in scored + rest:
-        if len(chosen) >= k:
-            break
-        chosen.setdefault(i)
-    return sorted(chosen)
-
-
-def make_batch(examples: Sequence[QueryExample], docs_per_query: int, rng: random.Random | None) -> StepBatch:
-    """Batch the given queries; rng=None takes every candidate (evaluation)."""
-    chosen = [
-        _choose_candidates(e, docs_per_query, rng) if rng is not None else list(range(len(e.doc_ids)))
-        for e in examples
-    ]
-    width = max(len(c) for c in chosen)
-    slots = torch.full((len(examples), width), -1, dtype=torch.long)
-    teacher_p = torch.zeros((len(examples), width))
-    scored = torch.zeros((len(examples), width), dtype=torch.bool)
-    pairs: list[tuple[str, str]] = []
-    evidence: list[list[tuple[int, int]] | None] = []
-    pair_a: list[int] = []
-    pair_b: list[int] = []
-    pair_t: list[float] = []
-    for q, (example, idx) in enumerate(zip(examples, chosen, strict=True)):
-        flat = {}
-        for col, i in enumerate(idx):
-            flat[i] = len(pairs)
-            slots[q, col] = len(pairs)
-            pairs.append((example.query, example.documents[i]))
-            evidence.append(example.evidence[i])
-            if example.teacher_scores[i] is not None:
-                teacher_p[q, col] = float(example.teacher_scores[i])  # type: ignore[arg-type]
-                scored[q, col] = True
-        for pair in example.pairs:
-            if pair.a in flat and pair.b in flat:
-                pair_a.append(flat[pair.a])
-                pair_b.append(flat[pair.b])
-                pair_t.append(pair.target)
-    return StepBatch(
-        pairs,
-        slots,
-        teacher_p,
-        scored,
-        torch.tensor(pair_a, dtype=torch.long),
-        torch.tensor(pair_b, dtype=torch.long),
-        torch.tensor(pair_t, dtype=torch.float32),
-        evidence,
-    )
-
-
-class _QuerySampler:
-    """Shuffled passes over the queries; its whole state is plain Python (saved in checkpoints)."""
-
-    def __init__(self, num_queries: int, seed: int) -> None:
-        self.rng = random.Random(seed)
-        self.num_queries = num_queries
-        self.order: list[int] = []
-        self.cursor = 0
-
-    def next(self, k: int) -> list[int]:
-        if k >= self.num_queries:
-            return list(range(self.num_queries))
-        picked: list[int] = []
-        while len(picked) < k:
-            if self.cursor >= len(self.order):
-                self.order = list(range(self.num_queries))
-                self.rng.shuffle(self.order)
-                self.cursor = 0
-            candidate = self.order[self.cursor]
-            self.cursor += 1
-            if candidate not in picked:
-                picked.append(candidate)
-        return picked
-
-    def state(self) -> dict[str, Any]:
-        return {"rng": self.rng.getstate(), "order": list(self.order), "cursor": self.cursor}
-
-    def load(self, state: dict[str, Any]) -> None:
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
-        self.order, self.cursor = list(state["order"]), int(state["cursor"])
-
-
 # --------------------------------------------------------------------------- losses of a batch
 
 
@@ -282,22 +140,7 @@ def _batch_losses(
     with autocast:
         flat_scores, token_logits = scorer.model(**enc.to(device))
     flat_scores, token_logits = flat_scores.float(), token_logits.float()
-    grid = flat_scores[batch.slots.clamp(min=0).to(device)]  # (Q, N); padding masked below
-    scored, teacher_p = batch.scored.to(device), batch.teacher_p.to(device)
-    terms: dict[str, torch.Tensor] = {}
-    if config.pointwise_weight > 0 and bool(scored.any()):
-        terms["pointwise"] = pointwise_loss(grid, teacher_p, scored, kind=config.pointwise_kind)
-    if config.pairwise_weight > 0 and batch.pair_a.numel():
-        terms["pairwise"] = ranknet_loss(
-            flat_scores[batch.pair_a.to(device)],
-            flat_scores[batch.pair_b.to(device)],
-            batch.pair_target.to(device),
-            sigma=config.ranknet_sigma,
-        )
-    if config.listwise_weight > 0 and bool((scored.sum(dim=1) >= 2).any()):
-        terms["listwise"] = listnet_loss(
-            grid, probability_to_logit(teacher_p), scored, temperature=config.listwise_temperature
-        )
+    terms = ranking_terms(flat_scores, batch, config)
     labels = evidence_labels(enc, batch.evidence).to(device)
     if config.evidence_weight > 0 and bool((labels >= 0).any()):
         terms["evidence"] = evidence_token_loss(token_logits, labels, pos_weight=config.evidence_pos_weight)
@@ -337,25 +180,8 @@ def evaluate_losses(
 # --------------------------------------------------------------------------- training
 
 
-def _resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
 def _autocast(scorer: FastScorer, dtype: torch.dtype | None) -> Any:
     return torch.autocast(scorer.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
-def _lr_factor(step: int, config: FastTrainConfig) -> float:
-    """Linear warm-up to 1, then cosine decay to min_lr_ratio at the last step (nanoGPT's get_lr)."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    span = max(1, config.steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _data_fingerprint(examples: Sequence[QueryExample]) -> str:
@@ -364,59 +190,6 @@ def _data_fingerprint(examples: Sequence[QueryExample]) -> str:
         digest.update(json.dumps([e.query_id, e.doc_ids, e.teacher_scores, [asdict(p) for p in e.pairs],
                                   e.evidence]).encode())
     return digest.hexdigest()
-
-
-def _optimizer(scorer: FastScorer, config: FastTrainConfig) -> torch.optim.Optimizer:
-    """AdamW; heads at head_learning_rate; weight decay on matrices only (not biases / LayerNorm)."""
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-    for name, param in scorer.model.named_parameters():
-        if param.requires_grad:
-            key = (name.startswith(("rank_head.", "evidence_head.")), param.dim() >= 2)
-            groups.setdefault(key, []).append(param)
-    param_groups = [
-        {
-            "params": params,
-            "base_lr": config.head_learning_rate if is_head else config.learning_rate,
-            "weight_decay": config.weight_decay if decays else 0.0,
-        }
-        for (is_head, decays), params in sorted(groups.items())
-    ]
-    for group in param_groups:
-        group["lr"] = group["base_lr"]
-    fused = scorer.device.type == "cuda"
-    return torch.optim.AdamW(param_groups, fused=fused)
-
-
-def _rng_states(device: torch.device) -> dict[str, Any]:
-    states: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(device)
-    return states
-
-
-def _set_rng_states(states: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(states["torch"])
-    if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(states["cuda"], device)
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # atomic: a crash mid-write keeps the previous checkpoint
-
-
-@contextmanager
-def _torch_threads(num_threads: int | None) -> Iterator[None]:
-    # On a 2-core machine shared with a teacher job, 1 thread was ~3x faster than 2 (oversubscription).
-    previous = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def train_fast_scorer(
@@ -432,7 +205,7 @@ def train_fast_scorer(
     examples: training queries (``r2r_core.student.data``); any example from a "test" split raises
     R2RError, as do examples without a single teacher signal. dev_examples: optional, for dev losses.
     """
-    with _torch_threads(config.num_threads):
+    with torch_threads(config.num_threads):
         return _train(examples, config, Path(out_dir), resume, dev_examples)
 
 
@@ -457,10 +230,10 @@ def _train(
     torch.manual_seed(config.seed)
     device = select_device(config.device)
     scorer = FastScorer(config.model.base_model, config=config.model, device=device, amp=False)
-    amp_dtype = _resolve_amp(config.amp, device)
-    optimizer = _optimizer(scorer, config)
+    amp_dtype = resolve_amp(config.amp, device)
+    optimizer = build_optimizer(scorer.model, config, ("rank_head.", "evidence_head."), device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    sampler = _QuerySampler(len(examples), config.seed)
+    sampler = QuerySampler(len(examples), config.seed)
     history: list[dict[str, float]] = []
     start_step, truncated_total = 0, 0
 
@@ -474,18 +247,18 @@ def _train(
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         sampler.load(state["sampler"])
-        _set_rng_states(state["rng"], device)
+        set_rng_states(state["rng"], device)
         history, start_step, truncated_total = list(state["history"]), int(state["step"]), int(state["truncated"])
         log.info("resuming %s from step %d", out, start_step)
 
     def checkpoint(step: int) -> None:
-        _save_checkpoint(ckpt_path, {
+        save_checkpoint(ckpt_path, {
             "step": step,
             "model": scorer.trainable_state_dict(),
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
             "sampler": sampler.state(),
-            "rng": _rng_states(device),
+            "rng": rng_states(device),
             "history": history,
             "truncated": truncated_total,
             "model_config": asdict(config.model),
@@ -502,7 +275,7 @@ def _train(
     bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps,
                disable=not config.progress, desc="fast scorer", dynamic_ncols=True)
     for step in bar:
-        factor = _lr_factor(step, config)
+        factor = lr_factor(step, config)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         picked = [examples[i] for i in sampler.next(config.queries_per_step)]

