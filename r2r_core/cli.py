@@ -160,6 +160,63 @@ def evaluate(
         typer.echo(f"{DISPLAY_NAMES.get(name, name):<12}{value:.4f}")
 
 
+@app.command("evaluate-systems")
+def evaluate_systems_cmd(
+    ctx: typer.Context,
+    collection: CollectionOpt = "pydocs",
+    split: Annotated[str, typer.Option(help="Query split; every judged query of it is scored.")] = "test",
+    depth: Annotated[int, typer.Option(help="BM25 candidates per query that every reranker re-ranks.")] = 100,
+    system: Annotated[
+        list[str] | None,
+        typer.Option("--system", "-s", help="bm25 | minilm-biencoder | teacher[:RANK_BY] | student:PATH[:LABEL]; "
+                     "repeatable (default: bm25)."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Folder for runs, report.json, table.md and the plot "
+                                  "(default: <home>/eval/<collection>-<split>).")
+    ] = None,
+    teacher_model: Annotated[
+        str | None, typer.Option(help="Whose stored rationales are the teacher (default: the config's teacher.model).")
+    ] = None,
+    teacher_rank_by: Annotated[
+        str | None, typer.Option(help="Teacher ranking: score | label | label+score | wins | combined "
+                                 "(default: score when P(Yes) rows exist).")
+    ] = None,
+    explain_cap: Annotated[int, typer.Option(help="(query, document) pairs each student explains.")] = 20,
+    device: Annotated[str | None, typer.Option(help="cuda | mps | cpu (default: automatic).")] = None,
+) -> None:
+    """Evaluate systems on one split over the same BM25 candidates: one table, runs, report and plot."""
+    import shlex
+
+    from r2r_core.retrieval import BM25Retriever
+    from r2r_core.systems import evaluate_systems, parse_system
+
+    config = _config(ctx).with_overrides(bm25__depth=depth)
+    specs = [parse_system(s) for s in (system or ["bm25"])]
+    loaded = _load(collection)
+    model = teacher_model or config.teacher.model
+    out = output or config.paths.home / "eval" / f"{loaded.name}-{split}"
+    command = ["r2r", *(["--config", str(ctx.obj.config_file)] if ctx.obj.config_file else []),
+               "evaluate-systems", "--collection", collection, "--split", split, "--depth", str(depth)]
+    for spec in system or ["bm25"]:
+        command += ["--system", spec]
+    command += ["--teacher-model", model, *(["--teacher-rank-by", teacher_rank_by] if teacher_rank_by else []),
+                "--explain-cap", str(explain_cap), "--output", str(out)]
+    rows = []
+    if config.paths.store_path.exists():
+        from r2r_core.store import Store
+
+        rows = [r for r in Store.open(config).rationales(collection=loaded.name) if r.model == model]
+    retriever = BM25Retriever.for_collection(loaded, config.paths.index_dir, config.bm25)
+    report = evaluate_systems(
+        loaded, split, specs, retriever=retriever, depth=depth, out_dir=out, command=shlex.join(command),
+        teacher_rows=rows, teacher_model=model, teacher_rank_by=teacher_rank_by, explain_cap=explain_cap,
+        device=device,
+    )
+    typer.echo(report.to_markdown())
+    typer.echo(f"\nwrote {out}: " + ", ".join(report.files.values()) + ", runs/")
+
+
 @app.command("build-pydocs")
 def build_pydocs_cmd(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("assets/pydocs"),
@@ -258,6 +315,80 @@ def teach(
         summaries = runner.run()
     for summary in summaries:
         typer.echo(summary.line())
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the trained student (save_pretrained).")],
+    student: Annotated[str, typer.Option(help="fast (MiniLM cross-encoder + evidence head) | r2r (decoder).")] = "r2r",
+    collection: CollectionOpt = "pydocs",
+    train_split: Annotated[
+        str, typer.Option(help="Split whose queries train the student; 'all' = every query not in test.")
+    ] = "train",
+    dev_split: Annotated[str | None, typer.Option(help="Held-out split for dev losses ('' for none).")] = "dev",
+    job: Annotated[
+        list[str] | None, typer.Option("--job", help="Teacher job id(s) to learn from (default: all).")
+    ] = None,
+    prompt_version: Annotated[
+        list[str] | None, typer.Option("--prompt-version", help="Only rationales of these prompt versions.")
+    ] = None,
+    base_model: Annotated[str | None, typer.Option(help="Base model (default: the student's own).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Training config override KEY=VALUE (JSON value), e.g. generation_weight=0."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the heads' init and the data order.")] = 0,
+    device: Annotated[str | None, typer.Option(help="cuda | mps | cpu (default: the best available).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads while training.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the checkpoint in --out.")] = False,
+    min_severity: Annotated[int, typer.Option(help="Skip rationales annotated bad at this severity or more.")] = 1,
+) -> None:
+    """Distil the teacher's rankings (and, for r2r, its rationales) into a student; runs under torchrun too."""
+    import json
+
+    from r2r_core.store import Store
+    from r2r_core.student.data import load_training_data
+
+    config = _config(ctx)
+    overrides: dict[str, object] = {"seed": seed, "device": device, "num_threads": threads}
+    if steps is not None:
+        overrides["steps"] = steps
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise R2RError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value
+    db = Store.open(config)
+    data = load_training_data(db, _load(collection).name, train_split=None if train_split == "all" else train_split,
+                              dev_split=dev_split or None,
+                              job_ids=job, prompt_versions=prompt_version, min_severity=min_severity)
+    typer.echo(f"training a {student} student on {data.summary()}")
+    if student == "fast":
+        from r2r_core.student.fast import FastScorerConfig
+        from r2r_core.student.train_fast import FastTrainConfig, train_fast_scorer
+
+        model = FastScorerConfig(base_model=base_model) if base_model else FastScorerConfig()
+        fast_config = FastTrainConfig.from_dict({"model": model, **overrides})
+        report = train_fast_scorer(data.train, fast_config, out, resume, dev_examples=data.dev)
+    elif student == "r2r":
+        from r2r_core.student.decoder import DecoderStudentConfig
+        from r2r_core.student.train_decoder import DecoderTrainConfig, train_decoder_student
+
+        decoder = DecoderStudentConfig(base_model=base_model) if base_model else DecoderStudentConfig()
+        decoder_config = DecoderTrainConfig.from_dict({"model": decoder, **overrides})
+        report = train_decoder_student(data.train, data.train_targets, decoder_config, out, resume,
+                                       dev_examples=data.dev, dev_targets=data.dev_targets,
+                                       cache_dir=config.paths.home / "models")
+    else:
+        raise R2RError(f"--student must be 'fast' or 'r2r', got {student!r}")
+    first, last = report.mean_loss(first=5), report.mean_loss(last=5)
+    typer.echo(f"saved {out}: {report.steps} steps in {report.seconds:.0f} s ({report.seconds_per_step:.2f} s/step), "
+               f"loss {first:.4f} (first 5) -> {last:.4f} (last 5); dev losses {report.dev_losses}")
 
 
 store_app = typer.Typer(help="The DuckDB store: initialise, import collections, inspect.", no_args_is_help=True)
@@ -390,6 +521,47 @@ def app_cmd(
     ]
     typer.echo(f"R2R Studio on http://{host}:{port}")
     raise typer.Exit(subprocess.call(command, cwd=root, env=env))
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    student: Annotated[Path | None, typer.Option(help="Ranking student folder (default: student.path).")] = None,
+    decoder: Annotated[
+        Path | None, typer.Option(help="Generating student for explain/compare (default: student.decoder_path).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cuda | mps | cpu (default: student.device, auto).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: serve.host, loopback).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serve.port, 8080).")] = None,
+) -> None:
+    """Serve the student over HTTP: Cohere-compatible /v1/rerank, /v1/explain, /v1/compare (see r2r_core.serve)."""
+    import uvicorn
+
+    from r2r_core.serve import create_app
+    from r2r_core.student.api import load_student, student_kind
+
+    config = _config(ctx).with_overrides(student__path=student, student__decoder_path=decoder,
+                                          student__device=device, serve__host=host, serve__port=port)
+    if config.student.path is None:
+        raise R2RError("no ranking student: pass --student PATH or set [student] path")
+    decoder_path = config.student.decoder_path
+    use_decoder = decoder_path is not None and (decoder is not None or decoder_path.is_dir())
+    if use_decoder and (kind := student_kind(decoder_path)) != "decoder":
+        raise R2RError(f"{decoder_path} holds a {kind} student, which cannot generate: --decoder needs a decoder")
+    if decoder_path is not None and not use_decoder:
+        typer.echo(f"no decoder student at {decoder_path}: explain/compare answer without reasoning", err=True)
+    if config.serve.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(config.serve.torch_threads)
+    ranker = load_student(config.student.path, device=config.student.device)
+    explainer = load_student(decoder_path, device=config.student.device) if use_decoder else None
+    app_ = create_app(ranker, explainer, config.serve, ranker_name=config.student.path.name,
+                      explainer_name=decoder_path.name if explainer is not None and decoder_path else None)
+    typer.echo(f"student server on http://{config.serve.host}:{config.serve.port} "
+               f"(ranker {config.student.path} on {getattr(ranker, 'device', '?')}"
+               f"{f', explainer {decoder_path}' if explainer is not None else ''})")
+    uvicorn.run(app_, host=config.serve.host, port=config.serve.port, log_level="warning")
 
 
 def main() -> None:

@@ -138,17 +138,17 @@ def test_save_load_identical_scores_batched_equals_single(trained, tmp_path: Pat
     pairs = [(f"how do I {q}", doc) for q, _ in TOPICS for _, doc in TOPICS]
     first = DecoderStudent.from_pretrained(out)
     batched = first.predict(pairs, batch_size=9)
-    singles = np.array([first.predict([p])[0] for p in pairs])
-    np.testing.assert_allclose(batched, singles, atol=1e-5)
+    singles = np.array([first.predict([p])[0] for p in pairs[:4]])  # short and long prompts, padded or not
+    np.testing.assert_allclose(batched[:4], singles, atol=1e-5)
     assert student_kind(out) == "decoder"
     again = load_student(out)
     np.testing.assert_allclose(again.predict(pairs, batch_size=4), batched, atol=1e-6)
     weights = out / "decoder_student.safetensors"
     assert weights.stat().st_size < 8 * 1024 * 1024
     # the trained student learned something: each query's relevant document outranks the others
-    for q, (query, _) in enumerate(TOPICS):
-        ranked = again.rank(f"how do I {query}", [doc for _, doc in TOPICS])
-        assert ranked[0]["corpus_id"] == q, ranked
+    assert list(batched.reshape(3, 3).argmax(axis=1)) == [0, 1, 2], batched.reshape(3, 3)
+    ranked = again.rank("how do I read a file", [doc for _, doc in TOPICS], top_k=2, return_documents=True)
+    assert [r["corpus_id"] for r in ranked][:1] == [1] and ranked[0]["text"] == TOPICS[1][1] and len(ranked) == 2
 
 
 def test_explain_compare_generate_and_report_truncation(trained) -> None:
@@ -171,7 +171,7 @@ def test_explain_compare_generate_and_report_truncation(trained) -> None:
 def test_resume_and_refusals(trained, tmp_path: Path) -> None:
     from r2r_core.student.train_decoder import train_decoder_student
 
-    report, out, config = trained
+    _, out, config = trained
     with pytest.raises(R2RError, match="checkpoint"):
         train_decoder_student(_examples(), _targets(), config, out)
     test_example = _examples()[0]
@@ -181,7 +181,7 @@ def test_resume_and_refusals(trained, tmp_path: Path) -> None:
     leaked = RationaleTarget(9, "qt", "test", "q", "direct", "doc", None, "r", label=1)
     with pytest.raises(R2RError, match="test"):
         train_decoder_student(_examples(), [leaked], config, tmp_path / "y")
-    with pytest.raises(R2RError, match="another model config|other data"):
+    with pytest.raises(R2RError, match=r"another model config|other data"):
         from dataclasses import replace
 
         train_decoder_student(_examples()[:2], _targets(), replace(config, steps=9), out, resume=True)

@@ -329,3 +329,22 @@ def test_device_selection_and_config_errors() -> None:
         resolve_base_model("package:no_such_package_r2r")
     with pytest.raises(R2RError, match="adapter"):
         FastScorerConfig(adapter="prefix")  # type: ignore[arg-type]
+
+
+def test_data_parallel_under_torchrun_keeps_ranks_in_step(tmp_path: Path) -> None:
+    """Two CPU processes (gloo) train on different queries; averaged gradients keep their weights equal."""
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent / "scripts" / "ddp_train_fast.py"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+         str(tmp_path)], capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert ranks[0]["digest"] == ranks[1]["digest"]  # same weights after every averaged step
+    assert ranks[0]["history"] != ranks[1]["history"]  # ... although each rank saw other queries
+    assert (tmp_path / "model" / "fast_scorer.json").is_file()  # rank 0 saved the model

@@ -270,7 +270,7 @@ def train_dev_examples(
     rows: Iterable[RationaleRow],
     collection: Collection,
     *,
-    train_split: str = "train",
+    train_split: str | None = "train",
     dev_split: str | None = "dev",
     bad_ids: Iterable[int] = (),
 ) -> tuple[list[QueryExample], list[QueryExample]]:
@@ -388,14 +388,15 @@ def load_training_data(
     store: Store,
     collection: str,
     *,
-    train_split: str = "train",
+    train_split: str | None = "train",
     dev_split: str | None = "dev",
     job_ids: Sequence[str] | None = None,
     prompt_versions: Sequence[str] | None = None,
     min_severity: int = 1,
 ) -> TrainingData:
     """Teacher rows of ``collection`` from the store, filtered by teacher job (run) and prompt version,
-    minus rationales annotated bad (severity >= ``min_severity``), as train / dev examples and targets."""
+    minus rationales annotated bad (severity >= ``min_severity``), as train / dev examples and targets.
+    ``train_split=None`` trains on every query outside test (then pass ``dev_split=None``)."""
     for split in (train_split, dev_split):
         if _is_test(split):
             raise R2RError(f"refusing to train or select on split {split!r}: test is never used for training")

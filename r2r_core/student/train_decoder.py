@@ -59,6 +59,7 @@ from r2r_core.student.training import (
     save_checkpoint,
     set_rng_states,
     torch_threads,
+    weights_digest,
 )
 
 __all__ = ["DecoderTrainConfig", "evaluate_decoder_losses", "target_texts", "train_decoder_student"]
@@ -354,7 +355,8 @@ def _train(
         amp=str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else None,
         seconds=seconds, seconds_per_step=seconds / ran if ran else 0.0, num_queries=len(examples),
         trainable_parameters=sum(p.numel() for p in params), truncated_documents=truncated_total,
-        history=history, dev_losses=dev_losses,
+        history=history, dev_losses=dev_losses, weights_digest=weights_digest(student.trainable_state_dict()),
+        world_size=context.world_size,
     )
     if context.is_main:
         student.save_pretrained(out)

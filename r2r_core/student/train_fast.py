@@ -50,7 +50,9 @@ from r2r_core.student.training import (
     QuerySampler,
     StepBatch,
     TrainReport,
+    average_gradients,
     build_optimizer,
+    init_distributed,
     lr_factor,
     make_batch,
     ranking_terms,
@@ -59,6 +61,7 @@ from r2r_core.student.training import (
     save_checkpoint,
     set_rng_states,
     torch_threads,
+    weights_digest,
 )
 
 __all__ = ["FastTrainConfig", "TrainReport", "evaluate_losses", "train_fast_scorer"]
@@ -229,11 +232,12 @@ def _train(
     # ---- model, optimizer, sampler
     torch.manual_seed(config.seed)
     device = select_device(config.device)
+    context = init_distributed(device)
     scorer = FastScorer(config.model.base_model, config=config.model, device=device, amp=False)
     amp_dtype = resolve_amp(config.amp, device)
     optimizer = build_optimizer(scorer.model, config, ("rank_head.", "evidence_head."), device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    sampler = QuerySampler(len(examples), config.seed)
+    sampler = QuerySampler(len(examples), config.seed + context.rank)  # each rank its own queries
     history: list[dict[str, float]] = []
     start_step, truncated_total = 0, 0
 
@@ -252,6 +256,8 @@ def _train(
         log.info("resuming %s from step %d", out, start_step)
 
     def checkpoint(step: int) -> None:
+        if not context.is_main:
+            return
         save_checkpoint(ckpt_path, {
             "step": step,
             "model": scorer.trainable_state_dict(),
@@ -273,7 +279,7 @@ def _train(
     scorer.model.train()
     started = time.perf_counter()
     bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps,
-               disable=not config.progress, desc="fast scorer", dynamic_ncols=True)
+               disable=not (config.progress and context.is_main), desc="fast scorer", dynamic_ncols=True)
     for step in bar:
         factor = lr_factor(step, config)
         for group in optimizer.param_groups:
@@ -284,6 +290,7 @@ def _train(
         loss, parts, truncated = _batch_losses(scorer, batch, config, autocast)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        average_gradients([p for p in scorer.model.parameters() if p.requires_grad], context)
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(scorer.model.parameters(), config.grad_clip)
         scaler.step(optimizer)
@@ -306,8 +313,9 @@ def _train(
 
     # ---- save the model and the report
     scorer.model.eval()
-    dev_losses = evaluate_losses(scorer, dev_examples, config) if dev_examples else None
-    scorer.save_pretrained(out)
+    dev_losses = evaluate_losses(scorer, dev_examples, config) if dev_examples and context.is_main else None
+    if context.is_main:
+        scorer.save_pretrained(out)
     ran = final_step - start_step
     report = TrainReport(
         out_dir=str(out),
@@ -322,8 +330,11 @@ def _train(
         truncated_documents=truncated_total,
         history=history,
         dev_losses=dev_losses,
+        weights_digest=weights_digest(scorer.trainable_state_dict()),
+        world_size=context.world_size,
     )
-    (out / REPORT_FILE).write_text(
-        json.dumps({"config": asdict(config), "report": asdict(report)}, indent=1) + "\n", encoding="utf-8"
-    )
+    if context.is_main:
+        (out / REPORT_FILE).write_text(
+            json.dumps({"config": asdict(config), "report": asdict(report)}, indent=1) + "\n", encoding="utf-8"
+        )
     return report

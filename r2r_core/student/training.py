@@ -36,6 +36,7 @@ __all__ = [
     "save_checkpoint",
     "set_rng_states",
     "torch_threads",
+    "weights_digest",
 ]
 
 
@@ -58,6 +59,8 @@ class TrainReport:
     truncated_documents: int  # (query, document) inputs cut to max_length during training, all steps
     history: list[dict[str, float]] = field(default_factory=list)
     dev_losses: dict[str, float] | None = None
+    weights_digest: str = ""  # sha256 of the final trainable weights (equal on every data-parallel rank)
+    world_size: int = 1
 
     def mean_loss(self, first: int | None = None, last: int | None = None) -> float:
         """Mean total loss over the first or last n recorded steps."""
@@ -339,3 +342,14 @@ def average_gradients(parameters: Sequence[torch.nn.Parameter], context: Distrib
             param.grad = torch.zeros_like(param)
         dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
         param.grad /= context.world_size
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names and fp32 bytes: equal digests mean equal weights."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
