@@ -3,8 +3,10 @@ with st.text / st.code, never as Markdown or HTML."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import html
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import streamlit as st
 
@@ -92,21 +94,65 @@ def evidence_spans(rows: Iterable[RationaleRow], document_text: str) -> list[tup
 
 
 def passage_segments(text: str, spans: Sequence[tuple[int, int]]) -> list[tuple[str, bool]]:
-    """Split ``text`` into (segment, is_evidence) pieces at the (sorted, disjoint) ``spans``; joined
-    back together the segments are exactly ``text``."""
-    segments: list[tuple[str, bool]] = []
-    position = 0
-    for start, end in spans:
-        start, end = max(start, position), min(end, len(text))
-        if start >= end:
-            continue
-        if start > position:
-            segments.append((text[position:start], False))
-        segments.append((text[start:end], True))
-        position = end
-    if position < len(text):
-        segments.append((text[position:], False))
+    """Split ``text`` into (segment, is_evidence) pieces at the ``spans``; joined back together the
+    segments are exactly ``text``."""
+    return [(segment, bool(marks)) for segment, marks in marked_segments(text, {"evidence": spans})]
+
+
+MARKDOWN_SPECIALS = "\\`*_[]<>$~|:#"
+
+
+def md_escape(text: str) -> str:
+    """``text`` for a widget label (labels are Markdown): its Markdown, emoji and icon syntax escaped,
+    so a title like ``object.__del__(self)`` shows as written."""
+    return "".join("\\" + c if c in MARKDOWN_SPECIALS else c for c in text)
+
+
+def marked_segments(text: str, layers: Mapping[str, Sequence[tuple[int, int]]]) -> list[tuple[str, frozenset[str]]]:
+    """Split ``text`` at every span boundary of every layer into (segment, layers marking it); spans
+    may overlap (within and across layers) and run past the text. Joined, the segments are ``text``."""
+    cuts = {0, len(text)}
+    clipped = {name: [(max(0, s), min(e, len(text))) for s, e in spans if min(e, len(text)) > max(0, s)]
+               for name, spans in layers.items()}
+    for spans in clipped.values():
+        for start, end in spans:
+            cuts.update((start, end))
+    bounds = sorted(cuts)
+    segments: list[tuple[str, frozenset[str]]] = []
+    for start, end in pairwise(bounds):
+        marks = frozenset(name for name, spans in clipped.items() if any(s <= start and end <= e for s, e in spans))
+        if segments and segments[-1][1] == marks:
+            segments[-1] = (segments[-1][0] + text[start:end], marks)
+        else:
+            segments.append((text[start:end], marks))
     return segments
+
+
+# One style per layer and one for overlaps; the legend names them. Only these fixed strings and
+# html.escape'd text ever go into the HTML.
+MARK_STYLES = {
+    frozenset({"teacher"}): "background:#fde68a;border-bottom:2px solid #b45309",
+    frozenset({"student"}): "background:#bfdbfe;border-bottom:2px dashed #1d4ed8",
+    frozenset({"teacher", "student"}): "background:#bbf7d0;border-bottom:2px solid #15803d",
+}
+MARK_LEGEND = ("Yellow, solid underline: quoted by the teacher · blue, dashed underline: marked by the "
+               "student's evidence head · green: both")
+
+
+def marked_html(text: str, layers: Mapping[str, Sequence[tuple[int, int]]]) -> str:
+    """``text`` as HTML with each layer's spans in a <mark>; every character of ``text`` is escaped, so
+    markup in a document (a <script>, an <img onerror>) is shown as text, never interpreted."""
+    parts = []
+    for segment, marks in marked_segments(text, layers):
+        escaped = html.escape(segment)
+        style = MARK_STYLES.get(marks)
+        if style:
+            names = " ".join(sorted(marks))
+            parts.append(f'<mark data-evidence="{names}" style="{style}">{escaped}</mark>')
+        else:
+            parts.append(escaped)
+    return ('<div data-testid="r2r-passage" style="white-space:pre-wrap;font-family:inherit;line-height:1.6">'
+            + "".join(parts) + "</div>")
 
 
 def label_text(row: RationaleRow) -> str:

@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
 
-from r2r_core.config import R2RConfig
+from app.students import (
+    PairMatrix,
+    Reranking,
+    Students,
+    load_students,
+    rerank,
+    resolve,
+    student_matrix,
+    student_run_id,
+)
+from r2r_core.config import CONFIG_ENV_VAR, R2RConfig, StudentConfig
 from r2r_core.data.model import Collection
 from r2r_core.data.registry import load_collection
 from r2r_core.demo import prepare_demo_store
 from r2r_core.retrieval import BM25Retriever
-from r2r_core.store import RationaleRow, Store
+from r2r_core.store import RationaleRow, Store, StudentPrediction
+from r2r_core.student.api import Comparison, Explanation, Student
+
+
+def app_config() -> R2RConfig:
+    """The configuration `R2R_CONFIG` names (else ./r2r.toml, else the defaults), read once per file."""
+    return _config(os.environ.get(CONFIG_ENV_VAR, ""))
 
 
 @st.cache_resource(show_spinner=False)
-def app_config() -> R2RConfig:
-    return R2RConfig.load()
+def _config(path: str) -> R2RConfig:
+    return R2RConfig.load(path or None)
 
 
 @st.cache_resource(show_spinner="Loading collection ...")
@@ -31,11 +49,16 @@ def bm25(spec: str) -> BM25Retriever:
     return BM25Retriever.for_collection(collection(spec), config.paths.index_dir, config.bm25, progress=False)
 
 
-@st.cache_resource(show_spinner="Opening the store (first start: importing the demo rationales) ...")
 def store() -> Store:
-    """One Store per server process; it opens a short-lived DuckDB connection per call, so a teacher
-    job in another process can keep writing while the app reads and annotates."""
-    opened = Store.open(app_config())
+    """One Store per server process (per store file); it opens a short-lived DuckDB connection per call,
+    so a teacher job in another process can keep writing while the app reads and annotates."""
+    config = app_config()
+    return _store(str(config.paths.store_path), config)
+
+
+@st.cache_resource(show_spinner="Opening the store (first start: importing the demo rationales) ...")
+def _store(path: str, _config: R2RConfig) -> Store:
+    opened = Store.open(_config)
     prepare_demo_store(opened)
     return opened
 
@@ -52,16 +75,91 @@ def collection_rationales(collection_name: str) -> list[RationaleRow]:
     return store().rationales(collection=collection_name)
 
 
+def students() -> Students:
+    """The scorer and the decoder, loaded once per server process (or their HTTP client when
+    ``[student] server_url`` is set); ``notes`` say what is missing."""
+    config = app_config().student
+    return _students(repr(config), config)
+
+
+@st.cache_resource(show_spinner="Loading the student models ...")
+def _students(key: str, _config: StudentConfig) -> Students:
+    return load_students(_config)
+
+
+# The student's answers are cached per (student, query, documents): a rerun (a click, a page switch)
+# never recomputes them. The underscore arguments are not hashed; the names and texts are the key.
+
+
+@st.cache_data(max_entries=256, show_spinner="The student is explaining this document ...")
+def student_explanation(_student: Student, name: str, query: str, text: str) -> Explanation:
+    return _student.explain(query, text)
+
+
+@st.cache_data(max_entries=1024, show_spinner="The student is comparing the two documents ...")
+def student_comparison(_student: Student, name: str, query: str, text_a: str, text_b: str) -> Comparison:
+    return _student.compare(query, text_a, text_b)
+
+
+def student_run(collection_name: str, name: str, source: str) -> str:
+    """The store run that the app's predictions of one student go into (created on first use)."""
+    return _student_run(str(store().path), collection_name, name, source)
+
+
+@st.cache_resource(show_spinner=False)
+def _student_run(store_path: str, collection_name: str, name: str, source: str) -> str:
+    return student_run_id(store(), collection_name, name, source)
+
+
+RECORDED = "_student_recorded"  # (run, query, doc, doc_b, what was shown) -> prediction id, per session
+
+
+def recorded(key: tuple, write: Callable[[], StudentPrediction]) -> int:
+    """Store a shown student output once per session (the store upserts: the id stays the same)."""
+    memo = st.session_state.setdefault(RECORDED, {})
+    if key not in memo:
+        saved = write()
+        assert saved.prediction_id is not None
+        memo[key] = saved.prediction_id
+    return memo[key]
+
+
+@st.cache_data(max_entries=256, show_spinner="The student is re-ranking the candidates ...")
+def student_reranking(_students: Students, name: str, query: str, candidates: tuple[tuple[str, str], ...]
+                      ) -> Reranking:
+    """The scorer's order of (doc id, text) candidates; its latency is the one measured when computed."""
+    return rerank(_students.scorer, query, candidates)
+
+
+@st.cache_data(max_entries=64, show_spinner="The student is comparing every pair ...")
+def student_pairs(_students: Students, name: str, query: str, candidates: tuple[tuple[str, str], ...]
+                  ) -> PairMatrix:
+    return student_matrix(_students.scorer or _students.decoder, query, candidates)
+
+
+def evaluation_report_path() -> Path:
+    """``[app] evaluation_report``, a relative path looked up in the working directory, then the repository."""
+    return resolve(app_config().app.evaluation_report)
+
+
 # ----------------------------------------------------------------------------- pages
 
 
 # A page that opens another one leaves a small "handoff" in the session and switches; the target
 # page pops it before creating its widgets (widget keys of a page that is not shown are dropped).
 
+SEARCH_PAGE = "views/search.py"
 DOCUMENT_PAGE = "views/document.py"
 ANNOTATE_PAGE = "views/annotate.py"
+OPEN_SEARCH = "open_search"
 OPEN_DOCUMENT = "open_document"
 OPEN_ANNOTATION = "open_annotation"
+
+
+def open_search(spec: str, query_id: str) -> None:
+    """Show one dataset query on the Search page (from Evaluation)."""
+    st.session_state[OPEN_SEARCH] = {"collection": spec, "query_id": query_id}
+    st.switch_page(SEARCH_PAGE)
 
 
 def open_document(spec: str, query_id: str | None, query: str, doc_id: str, depth: int) -> None:
@@ -71,9 +169,11 @@ def open_document(spec: str, query_id: str | None, query: str, doc_id: str, dept
     st.switch_page(DOCUMENT_PAGE)
 
 
-def open_annotation(spec: str, rationale_id: int) -> None:
-    """Put one rationale in front of the Annotate page's queue (from Document)."""
-    st.session_state[OPEN_ANNOTATION] = {"collection": spec, "rationale_id": rationale_id}
+def open_annotation(spec: str, rationale_id: int | None = None, prediction_id: int | None = None) -> None:
+    """Put one teacher rationale, or one stored student prediction, in front of the Annotate page's
+    queue (from Document and Pairwise)."""
+    target = {"rationale_id": rationale_id} if prediction_id is None else {"prediction_id": prediction_id}
+    st.session_state[OPEN_ANNOTATION] = {"collection": spec, **target}
     st.switch_page(ANNOTATE_PAGE)
 
 

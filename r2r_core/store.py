@@ -97,6 +97,7 @@ __all__ = [
     "ANNOTATION_CATEGORIES",
     "LATEST_VERSION",
     "MIGRATIONS",
+    "PREDICTION_KINDS",
     "RATIONALE_KINDS",
     "RATIONALE_STATUSES",
     "RUN_KINDS",
@@ -122,6 +123,7 @@ RationaleStatus = Literal["ok", "invalid", "failed"]
 RunKind = Literal["candidates", "teacher", "student", "baseline"]
 JobStatus = Literal["running", "done", "failed", "cancelled"]
 TargetKind = Literal["rationale", "student_prediction"]
+PredictionKind = Literal["direct", "pairwise"]
 AnnotationCategory = Literal["hallucinated_evidence", "wrong_verdict", "reasoning_unsupported", "irrelevant", "unclear"]
 
 RATIONALE_KINDS: tuple[str, ...] = get_args(RationaleKind)
@@ -129,6 +131,7 @@ RATIONALE_STATUSES: tuple[str, ...] = get_args(RationaleStatus)
 RUN_KINDS: tuple[str, ...] = get_args(RunKind)
 JOB_STATUSES: tuple[str, ...] = get_args(JobStatus)
 TARGET_KINDS: tuple[str, ...] = get_args(TargetKind)
+PREDICTION_KINDS: tuple[str, ...] = get_args(PredictionKind)
 ANNOTATION_CATEGORIES: tuple[str, ...] = get_args(AnnotationCategory)
 
 
@@ -301,6 +304,11 @@ class RationaleRow:
 
 @dataclass(slots=True)
 class StudentPrediction:
+    """A student's output for one document (kind "direct") or one ordered pair (kind "pairwise":
+    ``doc_b`` is the second document, ``score`` is P(doc_id beats doc_b)); ``explanation`` is its
+    generated reasoning ('' when it generated none), ``details`` anything else (JSON-serialisable:
+    preferred, generated, truncated, model path ...). Annotations point at ``prediction_id``."""
+
     run_id: str
     query_id: str
     doc_id: str
@@ -309,10 +317,19 @@ class StudentPrediction:
     explanation: str = ""
     prediction_id: int | None = None  # set by the store
     created_at: datetime | None = None
+    kind: PredictionKind = "direct"
+    doc_b: str = ""
+    label: int | None = None  # 0-3 on the teacher's scale (direct)
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("run_id", "query_id", "doc_id"):
             _check_text(f"student prediction {name}", getattr(self, name))
+        _check_choice("student prediction kind", self.kind, PREDICTION_KINDS)
+        if self.kind == "pairwise" and not self.doc_b:
+            raise StoreError(f"pairwise student prediction for query {self.query_id!r} has no doc_b")
+        if self.kind != "pairwise" and self.doc_b:
+            raise StoreError(f"{self.kind} student prediction for query {self.query_id!r} must not set doc_b")
 
 
 @dataclass(slots=True)
@@ -491,6 +508,33 @@ MIGRATIONS: tuple[Migration, ...] = (
                 undone_at TIMESTAMP)""",
         ),
     ),
+    Migration(
+        4,
+        "student predictions of comparisons: kind, doc_b, label, details; unique per (run, query, doc, doc_b)",
+        (
+            # DuckDB cannot alter a UNIQUE constraint: rebuild the table, keeping every prediction id.
+            """CREATE TABLE student_predictions_v4 (
+                prediction_id BIGINT PRIMARY KEY DEFAULT nextval('student_prediction_id_seq'),
+                run_id VARCHAR NOT NULL,
+                query_id VARCHAR NOT NULL,
+                doc_id VARCHAR NOT NULL,
+                doc_b VARCHAR NOT NULL DEFAULT '',
+                kind VARCHAR NOT NULL DEFAULT 'direct',
+                score DOUBLE NOT NULL,
+                label INTEGER,
+                evidence_spans VARCHAR,
+                explanation VARCHAR NOT NULL,
+                details VARCHAR NOT NULL DEFAULT '{}',
+                created_at TIMESTAMP NOT NULL,
+                UNIQUE (run_id, query_id, doc_id, doc_b))""",
+            """INSERT INTO student_predictions_v4 (prediction_id, run_id, query_id, doc_id, score, evidence_spans,
+                explanation, created_at)
+               SELECT prediction_id, run_id, query_id, doc_id, score, evidence_spans, explanation, created_at
+               FROM student_predictions""",
+            "DROP TABLE student_predictions",
+            "ALTER TABLE student_predictions_v4 RENAME TO student_predictions",
+        ),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 if [m.version for m in MIGRATIONS] != list(range(1, LATEST_VERSION + 1)):  # pragma: no cover
@@ -564,6 +608,10 @@ _PREDICTION_COLUMNS = (
     ("evidence_spans", pa.string()),
     ("explanation", pa.string()),
     ("created_at", pa.timestamp("us")),
+    ("doc_b", pa.string()),
+    ("kind", pa.string()),
+    ("label", pa.int32()),
+    ("details", pa.string()),
 )
 _JOB_FIELDS = (
     "job_id",
@@ -1404,13 +1452,13 @@ class Store:
     # ------------------------------------------------------------------ student predictions
 
     def add_student_predictions(self, rows: Sequence[StudentPrediction]) -> int:
-        """Insert or update (same run, query, doc keeps its prediction id) in one transaction.
+        """Insert or update (same run, query, doc, doc_b keeps its prediction id) in one transaction.
 
         Returns how many rows were written. Within the batch the last row of a key wins.
         """
-        unique: dict[tuple[str, str, str], StudentPrediction] = {}
+        unique: dict[tuple[str, str, str, str], StudentPrediction] = {}
         for row in rows:
-            unique[(row.run_id, row.query_id, row.doc_id)] = row
+            unique[(row.run_id, row.query_id, row.doc_id, row.doc_b)] = row
         if not unique:
             return 0
         now = _now()
@@ -1423,6 +1471,10 @@ class Store:
                 _to_json(r.evidence_spans),
                 r.explanation,
                 r.created_at or now,
+                r.doc_b,
+                r.kind,
+                r.label,
+                _to_json(dict(r.details or {})),
             )
             for r in unique.values()
         ]
@@ -1442,22 +1494,33 @@ class Store:
                 "student_predictions",
                 _PREDICTION_COLUMNS,
                 values,
-                "ON CONFLICT (run_id, query_id, doc_id) DO UPDATE SET score = excluded.score, "
+                "ON CONFLICT (run_id, query_id, doc_id, doc_b) DO UPDATE SET score = excluded.score, "
                 "evidence_spans = excluded.evidence_spans, explanation = excluded.explanation, "
-                "created_at = excluded.created_at",
+                "created_at = excluded.created_at, kind = excluded.kind, label = excluded.label, "
+                "details = excluded.details",
             )
 
-    def student_predictions(self, run_id: str, query_id: str | None = None) -> list[StudentPrediction]:
-        where, params = _where([("run_id = ?", run_id), ("query_id = ?", query_id)])
+    def student_predictions(
+        self,
+        run_id: str | None = None,
+        query_id: str | None = None,
+        *,
+        kind: PredictionKind | None = None,
+        prediction_id: int | None = None,
+    ) -> list[StudentPrediction]:
+        where, params = _where([("run_id = ?", run_id), ("query_id = ?", query_id), ("kind = ?", kind),
+                                ("prediction_id = ?", prediction_id)])
         with self.read() as con:
             rows = con.execute(
-                "SELECT run_id, query_id, doc_id, score, evidence_spans, explanation, prediction_id, "
-                f"created_at FROM student_predictions{where} ORDER BY query_id, score DESC, doc_id",
+                "SELECT run_id, query_id, doc_id, score, evidence_spans, explanation, prediction_id, created_at, "
+                f"kind, doc_b, label, details FROM student_predictions{where} "
+                "ORDER BY query_id, score DESC, doc_id, doc_b",
                 params,
             ).fetchall()
         return [
-            StudentPrediction(run, q, d, score, _from_json(spans), expl, pid, at)
-            for run, q, d, score, spans, expl, pid, at in rows
+            StudentPrediction(run, q, d, score, _from_json(spans), expl, pid, at, kind, doc_b, label,
+                              _from_json(details) or {})
+            for run, q, d, score, spans, expl, pid, at, kind, doc_b, label, details in rows
         ]
 
     # ------------------------------------------------------------------ annotations
@@ -1581,8 +1644,8 @@ SELECT a.annotation_id, a.target_kind, a.target_id, a.category, a.severity, a.no
        coalesce(r.collection, ru.collection) AS collection,
        coalesce(r.query_id, p.query_id) AS query_id,
        coalesce(r.doc_id, p.doc_id) AS doc_id,
-       r.doc_b, r.job_id, r.kind AS rationale_kind, r.model, r.prompt_version, r.status AS rationale_status,
-       p.run_id
+       coalesce(r.doc_b, p.doc_b) AS doc_b, r.job_id, r.kind AS rationale_kind, r.model, r.prompt_version,
+       r.status AS rationale_status, p.run_id, p.kind AS prediction_kind
 FROM annotations a
 LEFT JOIN rationales r ON a.target_kind = 'rationale' AND r.rationale_id = a.target_id
 LEFT JOIN student_predictions p ON a.target_kind = 'student_prediction' AND p.prediction_id = a.target_id

@@ -6,6 +6,7 @@ test writes its rows under its own teacher job and finds its annotations by its 
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from pathlib import Path
@@ -14,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
+from test_app import loaded_student, student_setup
 
 from app import state
-from app.rationales import passage_segments
+from app.rationales import marked_html, marked_segments, passage_segments
 from r2r_core.config import CONFIG_ENV_VAR, R2RConfig
 from r2r_core.store import RationaleRow, Store, TeacherJob
 from r2r_core.teacher.prompts import document_text
@@ -28,9 +30,11 @@ REAL_QUOTE = "Return a string which is the concatenation of the strings in itera
 
 
 @pytest.fixture
-def store(config_file: Path, pydocs_bm25, monkeypatch: pytest.MonkeyPatch) -> Store:
-    monkeypatch.setitem(os.environ, CONFIG_ENV_VAR, str(config_file))
-    opened = Store.open(R2RConfig.load(config_file))
+def store(r2r_home: Path, pydocs_bm25, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """The session's store, with the pages configured for a real (untrained) student and no decoder."""
+    config = student_setup(r2r_home)
+    monkeypatch.setitem(os.environ, CONFIG_ENV_VAR, str(config))
+    opened = Store.open(R2RConfig.load(config))
     from r2r_core.demo import prepare_demo_store
 
     prepare_demo_store(opened)  # the collection must be in the store before its rationales
@@ -71,7 +75,8 @@ def test_passage_segments_cover_the_text_exactly() -> None:
     assert passage_segments(text, []) == [(text, False)]
 
 
-def test_document_shows_rationale_verbatim_and_label_conditioned_apart(store: Store) -> None:
+def test_document_shows_rationale_verbatim_and_label_conditioned_apart(store: Store, pydocs, r2r_home: Path) -> None:
+    real_student = loaded_student(r2r_home)
     hostile = "<b>not bold</b> **nor this** :smile: $x$ — the passage answers it"
     explained = "EXPLAINED: the known label is 3 because the passage defines str.join"
     direct = add_rows(store, "pages-doc-teacher", "direct", [(QUERY, DOC, {
@@ -92,7 +97,13 @@ def test_document_shows_rationale_verbatim_and_label_conditioned_apart(store: St
     assert not [m for m in app.markdown if "not bold" in m.value or "EXPLAINED" in m.value]
     assert any(REAL_QUOTE in t and "found in the passage" in t and "NOT" not in t for t in texts)
     assert any("join is a list method" in t and "NOT FOUND" in t for t in texts)
-    assert any(REAL_QUOTE in c.value for c in app.code)  # the evidence marked in the passage
+    # The passage: the teacher's quote and the student's evidence-head spans marked, each its own way.
+    text = document_text(pydocs.documents[DOC])
+    start = text.index(REAL_QUOTE)
+    student_spans = [(s, e) for s, e, _ in real_student.explain(pydocs.queries[QUERY].text, text).evidence]
+    assert student_spans  # the untrained head still marks something: the test would otherwise prove little
+    expected = marked_html(text, {"teacher": [(start, start + len(REAL_QUOTE))], "student": student_spans})
+    assert [h.proto.body for h in app.html] == [expected]
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Teacher P(Yes)"] == "0.875"
     assert metrics["Known label (qrels grade)"] == "2"
@@ -103,10 +114,10 @@ def test_document_shows_rationale_verbatim_and_label_conditioned_apart(store: St
     assert len(sections) == 1
     assert explained in [t.value for t in sections[0].text]
     assert texts.count(explained) == 1  # only there, never in the teacher's column
-    teacher_column = app.columns[5]  # 4 summary metrics, then passage | teacher | student
+    teacher_column = app.columns[6]  # 5 summary metrics, then passage | teacher | student
     assert hostile in [t.value for t in teacher_column.text]
     assert explained not in [t.value for t in teacher_column.text]
-    assert any("student is not trained yet" in i.value for i in app.columns[6].info)
+    assert any(t.startswith("Label ") and "P(relevant)" in t for t in [t.value for t in app.columns[7].text])
 
 
 def test_document_arrives_from_search_handoff(store: Store, pydocs) -> None:
@@ -119,8 +130,8 @@ def test_document_arrives_from_search_handoff(store: Store, pydocs) -> None:
     assert app.text_input(key="doc_free_query").value == query
     assert app.selectbox(key="doc_candidate").value == "library/os#os.chmod"
     assert app.slider(key="doc_depth").value == 30
-    assert any(document_text(pydocs.documents["library/os#os.chmod"]).split("\n")[-1][:40] in t.value
-               for t in app.text)
+    last_line = document_text(pydocs.documents["library/os#os.chmod"]).split("\n")[-1][:40]
+    assert html.escape(last_line) in app.html[0].proto.body  # the passage, escaped
     assert any("Free-text queries have no teacher rationales" in i.value for i in app.info)
     assert dict(app.query_params) == {"collection": "pydocs", "doc": "library/os#os.chmod", "q": query}
 
@@ -150,14 +161,19 @@ def test_queue_puts_evidence_not_found_first(store: Store) -> None:
     ])
     app = run_ok(page("annotate.py"))
     table = queue_table(app)
-    order = list(table["rationale"])
+    order = table["rationale"].dropna().tolist()  # teacher rows (student predictions have none)
     position = {rid: order.index(rid) for rid in order}
     expected = [missing.rationale_id, *(r.rationale_id for r in pair_rows), invalid.rationale_id,
                 disagree.rationale_id, ok.rationale_id]
     assert [position[rid] for rid in expected] == sorted(position[rid] for rid in expected)
-    flagged = ["evidence not found" in why for why in table["why"]]
-    assert flagged == sorted(flagged, reverse=True)  # every evidence-not-found row before all others
-    assert app.subheader[0].value == f"Rationale #{order[0]}"  # the head of the queue is on screen
+    # Teacher-student disagreements (other tests store student predictions) come first, then every
+    # evidence-not-found row before all others.
+    flagged = ["evidence not found" in why for why in table["why"] if "teacher and student disagree" not in why]
+    assert flagged == sorted(flagged, reverse=True)
+    versus_student = ["teacher and student disagree" in why for why in table["why"]]
+    assert versus_student == sorted(versus_student, reverse=True)
+    head = table["rationale"][0]
+    assert app.subheader[0].value in (f"Rationale #{head}", f"Student prediction #{table['student prediction'][0]}")
 
 
 def by_label(widgets, label: str):
@@ -245,3 +261,188 @@ def test_skip_moves_the_item_to_the_back_of_the_queue(store: Store) -> None:
     table = queue_table(app)
     assert list(table["rationale"])[-1] == rows[0].rationale_id and list(table["skipped"])[-1]
     assert store.annotations(target_kind="rationale", target_id=rows[0].rationale_id) == []
+
+
+# ----------------------------------------------------------------------------- safe highlighting
+
+
+def test_marked_html_escapes_markup_and_keeps_layers_apart() -> None:
+    text = "<script>alert(1)</script> and <img src=x onerror=alert(2)> text"
+    segments = marked_segments(text, {"teacher": [(0, 20)], "student": [(10, 40), (60, 999)]})
+    assert "".join(s for s, _ in segments) == text
+    assert [marks for s, marks in segments if s == "ert(1)</sc"] == [frozenset({"teacher", "student"})]
+    rendered = marked_html(text, {"teacher": [(0, 20)], "student": [(10, 40)]})
+    assert "<script" not in rendered and "<img" not in rendered
+    assert "&lt;script&gt;" in rendered and "&lt;img src=x" in rendered and "onerror=alert(2)&gt;" in rendered
+    assert rendered.count('data-evidence="teacher"') == 1 and rendered.count('data-evidence="student"') == 1
+    assert rendered.count('data-evidence="student teacher"') == 1
+
+
+# ----------------------------------------------------------------------------- the student in Document / Annotate
+
+HOME = str(PAGES.parent / "Home.py")
+
+
+def test_students_explanation_is_stored_and_annotated_from_the_document_page(store: Store, pydocs,
+                                                                              r2r_home: Path) -> None:
+    real_student = loaded_student(r2r_home)
+    app = AppTest.from_file(HOME, default_timeout=300)
+    app.query_params.update({"collection": "pydocs", "query": QUERY, "doc": DOC})
+    run_ok(app)
+    app.switch_page("views/document.py")
+    run_ok(app)
+    expected = real_student.explain(pydocs.queries[QUERY].text, document_text(pydocs.documents[DOC]))
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Student label · P(rel.)"] == f"{expected.label} · {expected.score:.3f}"
+    student_texts = [t.value for t in app.columns[7].text]
+    assert any("no generated reasoning" in t for t in student_texts)  # a scorer: says so, invents nothing
+    assert any(t.startswith("Provenance: student fast-untrained") for t in student_texts)
+    stored = next(c.value for c in app.caption if c.value.startswith("Stored as student prediction #"))
+    prediction_id = int(stored.removeprefix("Stored as student prediction #").rstrip("."))
+    (prediction,) = store.student_predictions(prediction_id=prediction_id)
+    assert (prediction.query_id, prediction.doc_id, prediction.kind) == (QUERY, DOC, "direct")
+    assert prediction.score == pytest.approx(expected.score, abs=1e-6) and prediction.label == expected.label
+    assert prediction.evidence_spans == [[s, e] for s, e, _ in expected.evidence]
+
+    app.button(key=f"bad-student-{prediction_id}").click()
+    run_ok(app)
+    assert app.title[0].value == "Annotate"
+    assert app.subheader[0].value == f"Student prediction #{prediction_id}"
+    app.switch_page("views/annotate.py")  # AppTest reruns the page it was last switched to, not st.switch_page's
+    annotate(app, "reasoning_unsupported", 2, "spans are noise", "pages-student-annotator")
+    saved = store.annotations(annotator="pages-student-annotator")
+    assert [(a.target_kind, a.target_id, a.category) for a in saved] == [
+        ("student_prediction", prediction_id, "reasoning_unsupported")]
+    records = [json.loads(line) for line in state.annotation_export(store, ".jsonl").decode().splitlines()]
+    mine = [r for r in records if r["annotator"] == "pages-student-annotator"]
+    assert [(r["query_id"], r["doc_id"], r["prediction_kind"]) for r in mine] == [(QUERY, DOC, "direct")]
+
+
+def test_queue_puts_teacher_student_disagreement_first(store: Store, pydocs, r2r_home: Path) -> None:
+    real_student = loaded_student(r2r_home)
+    from app.students import record_explanation, student_run_id
+
+    query, doc = "faq-design-016", "library/os#os.chmod"
+    explained = real_student.explain(pydocs.queries[query].text, document_text(pydocs.documents[doc]))
+    opposite = 0 if explained.label >= 2 else 3  # two or more apart from the student's label
+    (teacher,) = add_rows(store, "pages-disagree-teacher", "direct", [
+        (query, doc, {"label": opposite, "reasoning": "the opposite verdict"})])
+    run_id = student_run_id(store, "pydocs", "fast-untrained", "in-process")
+    prediction = record_explanation(store, run_id, query, doc, explained, "fast-untrained")
+    app = run_ok(page("annotate.py"))
+    table = queue_table(app)
+    why = dict(zip(table["rationale"].astype("object"), table["why"], strict=True))
+    assert "teacher and student disagree" in why[teacher.rationale_id]
+    student_rows = table[table["student prediction"] == prediction.prediction_id]
+    assert list(student_rows["why"]) == ["teacher and student disagree"]
+    disagree = ["teacher and student disagree" in w for w in table["why"]]
+    assert disagree == sorted(disagree, reverse=True)  # all of them before every other item
+
+    before = len(store.student_predictions(run_id))
+    app.button(key="ann_bring_student").click()
+    run_ok(app)
+    assert any(s.value.startswith("The student explained ") for s in app.success)
+    assert len(store.student_predictions(run_id)) > before
+
+
+# ----------------------------------------------------------------------------- Pairwise
+
+
+def test_pairwise_heatmaps_mark_disagreements_and_show_both_explanations(store: Store, pydocs, pydocs_bm25,
+                                                                         r2r_home: Path) -> None:
+    real_student = loaded_student(r2r_home)
+    query = "faq-design-019"
+    text = pydocs.queries[query].text
+    docs = [h.doc_id for h in pydocs_bm25.search(text, 4, query_id=query)]
+    shaky = (docs[1], docs[2])  # asked both ways, the teacher picks whichever is shown first
+    rows = []
+    for i, a in enumerate(docs):
+        for b in docs[i + 1:]:
+            first_wins = (a, b) == shaky
+            rows.append((query, a, {"doc_b": b, "preferred_doc": a, "reasoning": f"<i>{a}</i> answers it"}))
+            rows.append((query, b, {"doc_b": a, "preferred_doc": b if first_wins else a, "reasoning": "swapped"}))
+    add_rows(store, "pages-pairwise-teacher", "pairwise", rows)
+
+    app = page("pairwise.py")
+    run_ok(app)
+    app.selectbox(key="pw_query").set_value(query)
+    app.slider(key="pw_top_k").set_value(4)
+    run_ok(app)
+    assert app.radio(key="pw_order").value == "BM25"
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Teacher pairs judged"] == "6 / 6"
+    assert metrics["Order-inconsistent teacher pairs"] == "1"
+    texts = {d: document_text(pydocs.documents[d]) for d in docs}
+    student_p = {(a, b): real_student.compare(text, texts[a], texts[b]).probability
+                 for i, a in enumerate(docs) for b in docs[i + 1:]}
+    # The teacher prefers the earlier document of every consistent pair; the shaky pair is 1/2 each.
+    expected = {pair for pair, p in student_p.items() if pair != shaky and p < 0.5}
+    assert metrics["Teacher-student disagreements"] == str(len(expected))
+    teacher_chart, student_chart = (json.loads(c.proto.spec)["data"][0] for c in app.get("plotly_chart"))
+    assert teacher_chart["z"][0][1] == 1.0 and teacher_chart["z"][1][0] == 0.0 and teacher_chart["z"][1][2] == 0.5
+    assert student_chart["z"][0][1] == pytest.approx(student_p[(docs[0], docs[1])], abs=1e-6)
+    marked = sum("✗" in cell for row in teacher_chart["text"] for cell in row)
+    assert marked == 2 * len(expected)  # both cells of each disagreeing pair
+    options = app.selectbox(key="pw_pair").options
+    assert all("disagree" in o for o in options[: len(expected)])
+
+    app.selectbox(key="pw_pair").set_value(shaky)
+    run_ok(app)
+    assert any("Order-inconsistent" in w.value for w in app.warning)
+    shown = [t.value for t in app.text]
+    assert f"<i>{shaky[0]}</i> answers it" in shown and "swapped" in shown  # both orders, as text
+    p = student_p[shaky]
+    assert f"Prefers: {shaky[0] if p >= 0.5 else shaky[1]}\nP({shaky[0]} beats {shaky[1]}) = {p:.3f}" in shown
+    stored = [x for x in store.student_predictions(query_id=query, kind="pairwise") if (x.doc_id, x.doc_b) == shaky]
+    assert len(stored) == 1 and stored[0].score == pytest.approx(p, abs=1e-6)
+    assert any(b.key == f"pw-bad-student-{stored[0].prediction_id}" for b in app.button)
+
+
+# ----------------------------------------------------------------------------- Evaluation
+
+
+def write_report(path: Path, pydocs) -> list[str]:
+    from r2r_core.evaluate import EvaluationReport, SystemResult
+
+    queries = [q for q in pydocs.split_queries("test") if pydocs.qrels.get(q)][:5]
+    EvaluationReport(
+        "pydocs", "test", 20, "r2r evaluate-systems --system bm25 --system student:x", "2026-11-28T17:00:00+00:00",
+        [SystemResult("bm25", "BM25", {"nDCG@10": 0.3, "MRR@10": 0.25}, 5),
+         SystemResult("fast", "fast student", {"nDCG@10": 0.41, "MRR@10": None}, 5)],
+        {"bm25": {q: 0.1 * i for i, q in enumerate(queries)},
+         "fast": {q: 0.5 - 0.1 * i for i, q in enumerate(queries)}},
+    ).save(path)
+    return queries
+
+
+def test_evaluation_table_plot_and_opening_a_query_in_search(store: Store, pydocs, r2r_home: Path) -> None:
+    queries = write_report(r2r_home / "eval-report.json", pydocs)
+    app = AppTest.from_file(HOME, default_timeout=300)
+    run_ok(app)
+    app.switch_page("views/evaluation.py")
+    run_ok(app)
+    table = app.dataframe[0].value
+    assert list(table["system"]) == ["BM25", "fast student"] and list(table["nDCG@10"]) == [0.3, 0.41]
+    per_query = app.dataframe[1].value
+    assert list(per_query["query"]) == queries  # best gain first: the report's values, not recomputed
+    assert list(per_query["difference"].round(3)) == [0.5, 0.3, 0.1, -0.1, -0.3]
+    metrics = {m.label: m.value for m in app.metric}
+    assert (metrics["Queries"], metrics["fast better"], metrics["BM25 better"]) == ("5", "3", "2")
+    spec = json.loads(app.get("plotly_chart")[0].proto.spec)["data"][0]
+    assert list(spec["customdata"]) == queries
+    app.selectbox(key="eval_query").set_value(queries[3])
+    app.button(key="eval_open").click()
+    run_ok(app)
+    assert app.title[0].value == "R2R Studio"  # the Search page, with that query
+    assert app.radio(key="query_source").value == "Dataset query"
+    assert app.selectbox(key="dataset_query").value == queries[3]
+    assert "BM25 nDCG@10" in {m.label for m in app.metric}
+
+
+def test_evaluation_without_a_report_says_how_to_make_one(r2r_home: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_app import opened_page, write_student_config
+
+    app = opened_page(write_student_config(r2r_home, "r2r.toml", None, home=tmp_path), monkeypatch,
+                      str(PAGES / "evaluation.py"))
+    assert any("No evaluation report yet" in i.value and "r2r evaluate-systems" in i.value for i in app.info)

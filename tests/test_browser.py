@@ -9,22 +9,20 @@ how to install it.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+from test_app import ensure_student, loaded_student, write_student_config
 
-from r2r_core.config import CONFIG_ENV_VAR, R2RConfig
+from app import launch
+from r2r_core.config import R2RConfig
 from r2r_core.demo import prepare_demo_store
 from r2r_core.store import Store, TeacherJob
+from r2r_core.teacher.prompts import document_text
 
 pytestmark = pytest.mark.browser
 
@@ -36,6 +34,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 TIMEOUT_MS = 90_000  # the first search starts the JVM in the server
 HOSTILE = "<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=1\"> The passage answers it."
 SEARCH_QUERY = "how do I make a python script executable on unix"
+PAIR_REASON = "Shown first, so it wins:"  # every order prefers the document shown first: inconsistent
 
 
 @dataclass
@@ -47,14 +46,9 @@ class Server:
     hostile_id: int  # that rationale's id
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def seed(store: Store, pydocs, pydocs_bm25) -> tuple[str, str, int]:
-    """Teacher rows: a hostile direct rationale on the default query's top hit, and a queue to annotate."""
+    """Teacher rows: a hostile direct rationale on the default query's top hit, pairwise comparisons
+    among its top 3, and a queue to annotate."""
     prepare_demo_store(store)
     test_queries = list(pydocs.split_queries("test"))
     query_id, other = test_queries[0], test_queries[1]
@@ -62,6 +56,10 @@ def seed(store: Store, pydocs, pydocs_bm25) -> tuple[str, str, int]:
     job = store.create_teacher_job(TeacherJob("pydocs", "direct", "browser-teacher", "direct@00000000"))
     explain = store.create_teacher_job(TeacherJob("pydocs", "label_conditioned", "browser-teacher", "explain@0"))
     hits = pydocs_bm25.search(pydocs.queries[other].text, 20, query_id=other)
+    top3 = [h.doc_id for h in pydocs_bm25.search(pydocs.queries[query_id].text, 3, query_id=query_id)]
+    pairwise = store.create_teacher_job(TeacherJob("pydocs", "pairwise", "browser-teacher", "pairwise@0"))
+    store.add_rationales([pairwise.rationale(query_id, a, doc_b=b, preferred_doc=a, reasoning=f"{PAIR_REASON} {a}")
+                          for a in top3 for b in top3 if a != b])
     store.add_rationales([
         job.rationale(query_id, top, label=2, reasoning=HOSTILE, evidence=[pydocs.documents[top].text[:60]],
                       evidence_found=True),
@@ -75,47 +73,27 @@ def seed(store: Store, pydocs, pydocs_bm25) -> tuple[str, str, int]:
     return query_id, top, hostile[0].rationale_id
 
 
-def wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"streamlit exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().decode().strip() == "ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"streamlit did not answer /_stcore/health within {timeout_s} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, config_file: Path, pydocs, pydocs_bm25) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("browser-home")
     shared_index = R2RConfig.load(config_file).paths.index_dir  # built by pydocs_bm25 already
-    config = home / "r2r.toml"
-    config.write_text(f'[paths]\nhome = "{home}"\nindex_cache = "{shared_index}"\n', encoding="utf-8")
+    r2r_home = config_file.parent
+    config = write_student_config(r2r_home, "r2r.toml", ensure_student(r2r_home), index_cache=shared_index,
+                                  home=home)  # a real (untrained) student, no decoder
     store = Store.open(R2RConfig.load(config))
     query_id, top, hostile_id = seed(store, pydocs, pydocs_bm25)
-    port, log = free_port(), home / "streamlit.log"
-    env = dict(os.environ, **{CONFIG_ENV_VAR: str(config), "PYTHONPATH": str(REPO_ROOT)})
-    command = [sys.executable, "-m", "streamlit", "run", "app/Home.py", "--server.headless", "true",
-               "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none"]
+    port, log = launch.free_port(), home / "streamlit.log"
     with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = launch.start(config, port, out)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, process, log)
+        try:
+            launch.wait_healthy(url, process)
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}:\n{log.read_text()[-3000:]}")
         yield Server(url, store, query_id, top, hostile_id)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        launch.stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -187,26 +165,41 @@ def test_a_link_to_a_document_renders_model_text_as_text(server: Server, browser
     assert page.locator('[data-testid="stMain"] img[src="x"]').count() == 0
     assert page.get_by_text(HOSTILE, exact=True).first.is_visible()  # shown, as text
     nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
-    assert [line for line in nav.splitlines() if line.istitle()] == ["Search", "Document", "Annotate"]
+    assert [line for line in nav.splitlines() if line.istitle()] == [
+        "Search", "Document", "Pairwise", "Annotate", "Evaluation"]
     page.context.close()
 
 
-def test_search_shows_the_ranked_candidates(server: Server, browser, pydocs, pydocs_bm25) -> None:
+def test_search_shows_bm25_and_the_students_reranking(server: Server, browser, pydocs, pydocs_bm25,
+                                                     config_file: Path) -> None:
     page = new_page(browser, "02-search")
     page.goto(server.url)
     page.get_by_label("Search the documentation").fill(SEARCH_QUERY)
     page.keyboard.press("Enter")
-    expected = [hit.doc_id for hit in pydocs_bm25.search(SEARCH_QUERY, 20)]
+    hits = pydocs_bm25.search(SEARCH_QUERY, 20)
+    expected = [hit.doc_id for hit in hits]
+    ranked = loaded_student(config_file.parent).rank(
+        SEARCH_QUERY, [document_text(pydocs.documents[d]) for d in expected])
+    reranked = [expected[item["corpus_id"]] for item in ranked]
     # The grid draws on a canvas; glide-data-grid mirrors the visible rows in an accessible table.
-    cells = page.locator('[data-testid="stDataFrame"] [role="gridcell"][aria-colindex="4"]')
-    cells.filter(has_text=expected[0]).first.wait_for(state="attached")
+    tables = page.locator('[data-testid="stDataFrame"]')
+    bm25_cells = tables.nth(0).locator('[role="gridcell"][aria-colindex="4"]')
+    # Half a page wide, the student's grid draws only its first columns: rank, P(relevant), title, moved.
+    student_titles = tables.nth(1).locator('[role="gridcell"][aria-colindex="3"]')
+    titles = [pydocs.documents[d].title for d in reranked]
+    bm25_cells.filter(has_text=expected[0]).first.wait_for(state="attached")
+    student_titles.filter(has_text=titles[0]).first.wait_for(state="attached")
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
     settle(page)
     page.shot("results")
-    shown = cells.all_inner_texts()
+    shown = bm25_cells.all_inner_texts()
     assert len(shown) >= 5 and shown == expected[: len(shown)]  # the document column, in BM25 order
+    shown = student_titles.all_inner_texts()
+    assert len(shown) >= 5 and shown == titles[: len(shown)]  # and in the student's order
+    assert page.locator('[data-testid="stMetric"]').filter(has_text="Student latency").is_visible()
     titles = page.locator('[data-testid="stExpander"] summary').all_inner_texts()
     assert [t.splitlines()[-1] for t in titles[:3]] == [
-        f"{n}. {pydocs.documents[d].title}" for n, d in enumerate(expected[:3], 1)]
+        f"{n}. {pydocs.documents[d].title} · BM25 {expected.index(d) + 1}" for n, d in enumerate(reranked[:3], 1)]
     page.context.close()
 
 
@@ -216,9 +209,12 @@ def test_open_a_documents_explanation_from_search(server: Server, browser, pydoc
     page.get_by_text("Dataset query", exact=True).click()
     page.get_by_label("Question").wait_for()
     settle(page)
-    page.locator('[data-testid="stExpander"] summary').first.click()
+    # The list is in the student's order: open BM25's top candidate (the one with the hostile rationale).
+    expander = page.locator('[data-testid="stExpander"]').filter(
+        has=page.locator("summary").get_by_text(re.compile(r" · BM25 1$"))).first
+    expander.locator("summary").click()
     page.shot("search-dataset-query")
-    page.get_by_role("button", name="Open explanation").first.click()
+    expander.get_by_role("button", name="Open explanation").click()
     page.wait_for_url("**/document?**")
     page.get_by_text("Passage", exact=True).wait_for()
     settle(page)
@@ -227,7 +223,10 @@ def test_open_a_documents_explanation_from_search(server: Server, browser, pydoc
     assert page.get_by_text(HOSTILE, exact=True).first.is_visible()  # the teacher's reasoning
     assert page.get_by_text("Teacher's direct rationale (its own judgement)").is_visible()
     assert page.locator('[data-testid="stExpander"] summary', has_text="Explains the known label").is_visible()
-    assert page.get_by_text("The student is not trained yet", exact=False).is_visible()
+    assert page.get_by_text("Student's explanation (its own judgement)").is_visible()
+    passage = page.locator('[data-testid="r2r-passage"]')
+    assert passage.locator('mark[data-evidence="student"], mark[data-evidence="student teacher"]').count() > 0
+    assert passage.locator('mark[data-evidence="teacher"], mark[data-evidence="student teacher"]').count() > 0
 
     page.get_by_role("button", name="Mark as bad ...").first.click()  # the direct rationale's
     page.wait_for_url("**/annotate")
@@ -287,3 +286,33 @@ def test_two_sessions_annotating_at_once_lose_nothing(server: Server, browser) -
         notes = [a.note for a in server.store.annotations(annotator=f"browser-{name}")]
         assert notes == [f"{name} 1", f"{name} 2", f"{name} 3"]
         page.context.close()
+
+
+def test_pairwise_page_shows_both_heatmaps_and_both_explanations(server: Server, browser, pydocs,
+                                                                 pydocs_bm25) -> None:
+    page = new_page(browser, "06-pairwise")
+    page.goto(f"{server.url}/pairwise")
+    charts = page.locator('[data-testid="stPlotlyChart"]')
+    charts.nth(1).wait_for()
+    page.get_by_text(PAIR_REASON, exact=False).first.wait_for()
+    settle(page)
+    page.shot("heatmaps")
+    assert charts.count() == 2  # the teacher's and the student's
+    box = page.locator('[data-testid="stMetric"]').filter(has=page.get_by_text("Teacher pairs judged", exact=True))
+    assert box.locator('[data-testid="stMetricValue"]').inner_text().startswith("3 / ")
+    assert metric(page, "Order-inconsistent teacher pairs") == 3
+    assert page.get_by_text("Order-inconsistent: with the documents swapped").first.is_visible()
+    assert page.get_by_text(PAIR_REASON, exact=False).count() == 2  # both presentation orders, as text
+    assert page.get_by_text("Provenance: student fast-untrained", exact=False).is_visible()
+    stored = server.store.student_predictions(query_id=server.query_id, kind="pairwise")
+    assert len(stored) == 1  # the student's comparison on screen is kept, so it can be annotated
+
+    # Clicking a cell selects its pair: row #3, column #1 of the teacher's 6 x 6 heatmap.
+    top = [h.doc_id for h in pydocs_bm25.search(pydocs.queries[server.query_id].text, 3, query_id=server.query_id)]
+    box = charts.nth(0).locator(".nsewdrag").first.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.5 / 6, box["y"] + box["height"] * 2.5 / 6)
+    page.get_by_text(f"P({top[0]} beats {top[2]})", exact=False).wait_for()
+    settle(page)
+    page.shot("cell-clicked")
+    assert page.get_by_text(f"Shown first: {top[2]}", exact=False).first.is_visible()
+    page.context.close()

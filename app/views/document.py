@@ -1,9 +1,11 @@
-"""Document: one candidate of one query. The passage with the teacher's quoted evidence marked, the
-teacher's judgement with its provenance, the known label, and (later) the student's verdict.
+"""Document: one candidate of one query. The passage with the teacher's quoted evidence and the
+student's evidence spans marked (distinguishably), the teacher's judgement and the student's
+explanation side by side with their provenance, and the known label.
 
 Arrive here from Search ("Open explanation"), from a link (``?collection=&query=&doc=``, or ``q=``
 for a free-text query), or pick a query and a candidate below. Document and model text is untrusted:
-it is rendered with st.text / st.code only, never as Markdown or HTML.
+it is rendered with st.text / st.code, or as html.escape'd text inside our own <mark> tags
+(rationales.marked_html), never as Markdown or raw HTML.
 """
 
 from __future__ import annotations
@@ -18,21 +20,25 @@ from app.rationales import (
     JUDGED_KINDS,
     KIND_TITLES,
     LABEL_NAMES,
+    MARK_LEGEND,
     evidence_spans,
     inconsistent_pairs,
-    passage_segments,
+    marked_html,
     render_rationale,
     teacher_views,
 )
+from app.students import Students, describe, record_explanation
 from r2r_core.data.model import Collection, Document
 from r2r_core.data.registry import list_collections
 from r2r_core.store import RationaleRow
+from r2r_core.student.api import Explanation
 from r2r_core.teacher.prompts import document_text
 
 DATASET, FREE_TEXT = "Dataset query", "Free text"
 SPLIT_ORDER = ("test", "dev", "train")
 PARAM_KEYS = ("collection", "query", "q", "doc")
 LAST_SELECTION = "_document_selection"  # the last selection shown, to restore it when coming back
+SHOWN_SPANS = 8  # evidence-head spans listed as text beside the passage (all are marked in it)
 
 
 @dataclass(frozen=True)
@@ -152,9 +158,9 @@ def rows_about(rows: Sequence[RationaleRow], doc_id: str) -> dict[str, list[Rati
 
 
 def render_summary(query_id: str | None, doc_id: str, grades: Mapping[str, int], rows: Sequence[RationaleRow],
-                   rank: int | None) -> None:
+                   rank: int | None, student: Explanation | None) -> None:
     view = teacher_views(rows).get(doc_id)
-    cols = st.columns(4)
+    cols = st.columns(5)
     if query_id is None:
         cols[0].metric("Known label (qrels)", "n/a", help="Free-text queries have no relevance labels.")
     else:
@@ -166,22 +172,21 @@ def render_summary(query_id: str | None, doc_id: str, grades: Mapping[str, int],
     p_yes = view.p_yes if view else None
     cols[2].metric("Teacher P(Yes)", "—" if p_yes is None else f"{p_yes:.3f}")
     cols[3].metric("BM25 rank", "below depth" if rank is None else str(rank))
+    cols[4].metric("Student label · P(rel.)",
+                   "—" if student is None else f"{student.label} · {student.score:.3f}",
+                   help="The student's label (0-3) is its P(relevant) mapped onto the teacher's scale.")
 
 
-def render_passage(doc: Document, direct: Sequence[RationaleRow]) -> None:
+def render_passage(doc: Document, direct: Sequence[RationaleRow], student_spans: Sequence[tuple[int, int]]) -> None:
     st.subheader("Passage")
     if doc.url:
         st.text(doc.url)
-    text = document_text(doc)  # title and body: what the teacher read and quoted from
-    spans = evidence_spans([row for row in direct if row.status == "ok"], text)
-    if spans:
-        st.caption("Boxed: evidence quoted in the teacher's direct rationale.")
+    text = document_text(doc)  # title and body: what the teacher and the student read
+    teacher_spans = evidence_spans([row for row in direct if row.status == "ok"], text)
+    if teacher_spans or student_spans:
+        st.caption(MARK_LEGEND)
     with st.container(border=True):
-        for segment, is_evidence in passage_segments(text, spans):
-            if is_evidence:
-                st.code(segment, language=None, wrap_lines=True)
-            elif segment.strip():
-                st.text(segment.strip("\n"))
+        st.html(marked_html(text, {"teacher": teacher_spans, "student": student_spans}))
 
 
 def render_marked(spec: str, row: RationaleRow, document: str | None, title: str) -> None:
@@ -233,9 +238,60 @@ def render_label_conditioned(spec: str, doc: Document, rows: Sequence[RationaleR
             render_marked(spec, row, document_text(doc), KIND_TITLES["label_conditioned"])
 
 
-def render_student() -> None:
+def student_answers(students: Students, query: str, doc: Document) -> tuple[Explanation | None, Explanation | None]:
+    """(the explainer's explanation, the scorer's evidence-head explanation); None where missing."""
+    text = document_text(doc)
+    explained = (state.student_explanation(students.explainer, students.explainer_name, query, text)
+                 if students.explainer is not None else None)
+    evidence = explained
+    if students.scorer is not None and students.scorer is not students.explainer:
+        evidence = state.student_explanation(students.scorer, students.scorer_name, query, text)
+    return explained, evidence
+
+
+def render_student(spec: str, collection_name: str, students: Students, query_id: str | None, doc: Document,
+                   explained: Explanation | None, evidence: Explanation | None) -> None:
     st.subheader("Student")
-    st.info("The student is not trained yet: its score, evidence and explanation will appear here.")
+    if explained is None:
+        st.info("The student is not trained yet: its score, evidence and explanation will appear here. "
+                + " ".join(f"({note})" for note in students.notes))
+        return
+    with st.container(border=True):
+        st.markdown("**Student's explanation** (its own judgement)")
+        st.text(f"Label {LABEL_NAMES.get(explained.label, explained.label)} · P(relevant) {explained.score:.3f}")
+        if explained.reasoning:
+            st.text(explained.reasoning)
+        else:
+            st.text("(no generated reasoning: this student scores and marks evidence; the decoder student "
+                    "writes reasoning)")
+        if explained.generated_label is not None and explained.generated_label != explained.label:
+            st.warning(f"The reasoning says label {explained.generated_label}, the score says {explained.label}.")
+        if evidence is not explained:
+            for _, _, *quoted in explained.evidence:  # what the decoder quoted in its reasoning (checked)
+                st.text(f"Quoted in the reasoning (found in the passage): \u201c{quoted[0] if quoted else ''}\u201d")
+        spans = evidence.evidence if evidence is not None else []
+        for start, end, *text in spans[:SHOWN_SPANS]:
+            st.text(f"Evidence head ({start}-{end}): \u201c{text[0] if text else ''}\u201d")
+        if len(spans) > SHOWN_SPANS:
+            st.caption(f"... and {len(spans) - SHOWN_SPANS} more spans (all marked in the passage).")
+        if not spans:
+            st.text("Evidence head: no span above its threshold.")
+        if explained.truncated:
+            st.caption("The document was cut to fit the student's input.")
+        st.text(f"Provenance: student {students.explainer_name} · {describe({'generated': explained.generated})}"
+                f" · {students.source}" + (f" · evidence from {students.scorer_name}"
+                                           if evidence is not explained else ""))
+        if query_id is None:
+            st.caption("Free-text query: open a dataset query to annotate the student's explanation.")
+            return
+        run_id = state.student_run(collection_name, students.explainer_name, students.source)
+        key = (run_id, query_id, doc.doc_id, "", explained.score, explained.reasoning)
+        prediction_id = state.recorded(key, lambda: record_explanation(
+            state.store(), run_id, query_id, doc.doc_id, explained, students.explainer_name))
+        st.caption(f"Stored as student prediction #{prediction_id}.")
+        if st.button("Mark as bad ...", key=f"bad-student-{prediction_id}",
+                     help="Annotate the student's explanation on the Annotate page"):
+            state.open_annotation(spec, prediction_id=prediction_id)
 
 
 # ----------------------------------------------------------------------------- page
@@ -243,7 +299,7 @@ def render_student() -> None:
 
 def main() -> None:
     st.title("Document")
-    st.caption("One candidate: the passage, the teacher's verdict and why, the known label.")
+    st.caption("One candidate: the passage, the teacher's and the student's verdicts and why, the known label.")
     restore_selection()
     with st.sidebar:
         specs = list_collections()
@@ -266,14 +322,17 @@ def main() -> None:
     remember_selection(spec, query_id, query, doc_id)
     doc = collection.documents[doc_id]
     about = rows_about(rows, doc_id)
-    render_summary(query_id, doc_id, grades, rows, next(c.rank for c in listed if c.doc_id == doc_id))
-    passage, teacher, student = st.columns([5, 4, 2])
+    students = state.students()
+    explained, evidence = student_answers(students, query, doc)
+    render_summary(query_id, doc_id, grades, rows, next(c.rank for c in listed if c.doc_id == doc_id), explained)
+    passage, teacher, student = st.columns([5, 4, 3])
     with passage:
-        render_passage(doc, about.get("direct", []))
+        student_spans = [(start, end) for start, end, *_ in evidence.evidence] if evidence else []
+        render_passage(doc, about.get("direct", []), student_spans)
     with teacher:
         render_teacher(spec, query_id, doc, about, rows)
     with student:
-        render_student()
+        render_student(spec, collection.name, students, query_id, doc, explained, evidence)
     render_label_conditioned(spec, doc, about.get("label_conditioned", []))
 
 

@@ -1,88 +1,192 @@
-"""Search: BM25 candidates for a free-text query or a dataset query, with known labels and nDCG@10."""
+"""Search: BM25 candidates and the student's reranking side by side, with rank movement, scores,
+known labels, live nDCG@10 of both lists and the latency of each step.
+
+Document and model text is untrusted: st.text / dataframe cells only (plotly hover text is escaped).
+"""
 
 from __future__ import annotations
 
+import html
 import time
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
-from app.rationales import render_direct_rationale, teacher_views
-from r2r_core.data.model import Run
+from app.rationales import TeacherView, md_escape, render_direct_rationale, teacher_views
+from app.students import Reranking, ndcg_at_10
+from r2r_core.data.model import Collection, ScoredDoc
 from r2r_core.data.registry import list_collections
-from r2r_core.evaluate import evaluate_run
 from r2r_core.teacher.prompts import document_text
 
-st.title("R2R Studio")
-st.caption("Reason-to-Rank: BM25 candidates, re-ranked by a student that explains itself.")
+GRADE_COLOURS = {None: "#9ca3af", 0: "#ef4444", 1: "#f59e0b", 2: "#22c55e", 3: "#15803d"}
 
-with st.sidebar:
-    spec = st.selectbox("Collection", list_collections(), key="collection")
-    depth = st.slider("Candidates (BM25 depth)", 10, 100, 20, step=10, key="depth")
 
-collection = state.collection(spec)
-retriever = state.bm25(spec)
+def take_handoff(collection_specs: Sequence[str]) -> None:
+    """A query opened from another page (Evaluation) presets the widgets before they are created."""
+    handoff = st.session_state.pop(state.OPEN_SEARCH, None)
+    if handoff is None or handoff["collection"] not in collection_specs:
+        return
+    split = state.collection(handoff["collection"]).queries[handoff["query_id"]].split
+    st.session_state.update({"collection": handoff["collection"], "query_source": "Dataset query",
+                             "split": split, "dataset_query": handoff["query_id"]})
 
-source = st.radio("Query", ["Free text", "Dataset query"], horizontal=True, key="query_source")
-query_id: str | None = None
-if source == "Dataset query":
-    split = st.selectbox("Split", collection.splits, index=collection.splits.index("test")
-                         if "test" in collection.splits else 0, key="split")
-    queries = collection.split_queries(split)
-    query_id = st.selectbox("Question", list(queries), format_func=lambda q: queries[q].text, key="dataset_query")
-    query = queries[query_id].text
-else:
-    query = st.text_input("Search the documentation", key="free_query",
-                          placeholder="how do I make a python script executable on unix")
 
-if not query.strip():
-    st.info("Type a query, or pick a dataset query to see its relevance labels.")
-    st.stop()
+def movement(bm25_rank: int, student_rank: int) -> str:
+    moved = bm25_rank - student_rank
+    return f"▲ {moved}" if moved > 0 else f"▼ {-moved}" if moved < 0 else "="
 
-started = time.perf_counter()
-hits = retriever.search(query, depth, query_id=query_id)
-latency_ms = (time.perf_counter() - started) * 1000
-judged = collection.qrels.get(query_id, {}) if query_id else {}
 
-cols = st.columns(3)
-cols[0].metric("BM25 latency", f"{latency_ms:.0f} ms")
-cols[1].metric("Candidates", len(hits))
-if judged:
-    run = Run("bm25")
-    run.set_ranking(query_id, hits)
-    ndcg = evaluate_run(run, collection.qrels, [query_id], measures=["nDCG@10"]).mean("nDCG@10")
-    cols[2].metric("BM25 nDCG@10", f"{ndcg:.3f}")
-elif query_id:
-    cols[2].caption("This query has no relevance labels (an unlabelled training query).")
+def movement_chart(collection: Collection, hits: Sequence[ScoredDoc], reranked: Reranking,
+                   judged: Mapping[str, int]) -> go.Figure:
+    """One line per candidate from its BM25 rank to its student rank, coloured by its known label."""
+    figure = go.Figure()
+    for hit in hits:
+        grade = judged.get(hit.doc_id)
+        title = html.escape(collection.documents[hit.doc_id].title)  # plotly renders a subset of HTML
+        student_rank = reranked.rank_of(hit.doc_id)
+        figure.add_trace(go.Scatter(
+            x=["BM25", "Student"], y=[hit.rank, student_rank], mode="lines+markers", showlegend=False,
+            line={"color": GRADE_COLOURS.get(grade, GRADE_COLOURS[None]), "width": 3 if grade else 1.5},
+            hovertemplate=f"{title}<br>BM25 %{{customdata[0]}} → student %{{customdata[1]}}"
+                          f"<br>label {'not judged' if grade is None else grade}<extra></extra>",
+            customdata=[[hit.rank, student_rank]] * 2))
+    figure.update_yaxes(range=[len(hits) + 0.5, 0.5], title="rank", tick0=1, dtick=5)
+    figure.update_layout(height=420, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                         title="Rank movement (colour: known label; grey: not judged)")
+    return figure
 
-columns = {
-    "rank": [h.rank for h in hits],
-    "score": [round(h.score, 3) for h in hits],
-    "title": [collection.documents[h.doc_id].title for h in hits],
-    "document": [h.doc_id for h in hits],
-}
-if judged:
-    columns["label"] = [judged.get(h.doc_id) for h in hits]
-teacher = teacher_views(state.teacher_rows(collection.name, query_id)) if query_id else {}
-if teacher:
-    columns["teacher P(yes)"] = [teacher[h.doc_id].p_yes if h.doc_id in teacher else None for h in hits]
-    columns["teacher label"] = [teacher[h.doc_id].label if h.doc_id in teacher else None for h in hits]
-table = pd.DataFrame(columns)
-st.dataframe(table, hide_index=True, width="stretch")
 
-if query_id and not teacher:
-    st.caption("No teacher rationales are stored for this query yet (run `r2r teach` to add them).")
+def bm25_table(collection: Collection, hits: Sequence[ScoredDoc], judged: Mapping[str, int],
+               teacher: Mapping[str, TeacherView], reranked: Reranking | None) -> pd.DataFrame:
+    columns = {
+        "rank": [h.rank for h in hits],
+        "score": [round(h.score, 3) for h in hits],
+        "title": [collection.documents[h.doc_id].title for h in hits],
+        "document": [h.doc_id for h in hits],
+    }
+    if reranked is not None:
+        columns["student rank"] = [reranked.rank_of(h.doc_id) for h in hits]
+    if judged:
+        columns["label"] = [judged.get(h.doc_id) for h in hits]
+    if teacher:
+        columns["teacher P(yes)"] = [teacher[h.doc_id].p_yes if h.doc_id in teacher else None for h in hits]
+        columns["teacher label"] = [teacher[h.doc_id].label if h.doc_id in teacher else None for h in hits]
+    return pd.DataFrame(columns)
 
-for hit in hits:
-    doc = collection.documents[hit.doc_id]
-    with st.expander(f"{hit.rank}. {doc.title}"):
-        # Document and model text is untrusted: st.text never interprets it as Markdown or HTML.
-        st.text(doc.text)
-        if doc.url:
-            st.caption(doc.url)
-        view = teacher.get(hit.doc_id)
-        if view is not None and view.direct is not None:
-            render_direct_rationale(view.direct, document_text(doc))
-        if st.button("Open explanation", key=f"open-{hit.rank}", help="The Document page: passage, evidence, why"):
-            state.open_document(spec, query_id, query, hit.doc_id, depth)
+
+def student_table(collection: Collection, hits: Sequence[ScoredDoc], judged: Mapping[str, int],
+                  reranked: Reranking) -> pd.DataFrame:
+    bm25_rank = {h.doc_id: h.rank for h in hits}
+    columns = {
+        "student rank": list(range(1, len(reranked.doc_ids) + 1)),
+        "P(relevant)": [round(reranked.scores[d], 3) for d in reranked.doc_ids],
+        "title": [collection.documents[d].title for d in reranked.doc_ids],
+        "moved": [movement(bm25_rank[d], r) for r, d in enumerate(reranked.doc_ids, 1)],
+        "BM25 rank": [bm25_rank[d] for d in reranked.doc_ids],
+    }
+    if judged:
+        columns["label"] = [judged.get(d) for d in reranked.doc_ids]
+    columns["document"] = list(reranked.doc_ids)
+    return pd.DataFrame(columns)
+
+
+def main() -> None:
+    st.title("R2R Studio")
+    st.caption("Reason-to-Rank: BM25 candidates, re-ranked by a student that explains itself.")
+    specs = list_collections()
+    take_handoff(specs)
+    with st.sidebar:
+        spec = st.selectbox("Collection", specs, key="collection")
+        depth = st.slider("Candidates (BM25 depth)", 10, 100, 20, step=10, key="depth")
+
+    collection = state.collection(spec)
+    retriever = state.bm25(spec)
+    students = state.students()
+
+    source = st.radio("Query", ["Free text", "Dataset query"], horizontal=True, key="query_source")
+    query_id: str | None = None
+    if source == "Dataset query":
+        if st.session_state.get("split") not in collection.splits:
+            st.session_state["split"] = "test" if "test" in collection.splits else collection.splits[0]
+        split = st.selectbox("Split", collection.splits, key="split")
+        queries = collection.split_queries(split)
+        if st.session_state.get("dataset_query") not in queries:
+            st.session_state.pop("dataset_query", None)
+        query_id = st.selectbox("Question", list(queries), format_func=lambda q: queries[q].text,
+                                key="dataset_query")
+        query = queries[query_id].text
+    else:
+        query = st.text_input("Search the documentation", key="free_query",
+                              placeholder="how do I make a python script executable on unix")
+
+    if not query.strip():
+        st.info("Type a query, or pick a dataset query to see its relevance labels.")
+        if students.scorer is None:
+            st.caption("No student: " + "; ".join(students.notes))
+        st.stop()
+
+    started = time.perf_counter()
+    hits = retriever.search(query, depth, query_id=query_id)
+    latency_ms = (time.perf_counter() - started) * 1000
+    judged = collection.qrels.get(query_id, {}) if query_id else {}
+    reranked = None
+    if students.scorer is not None and hits:
+        candidates = tuple((h.doc_id, document_text(collection.documents[h.doc_id])) for h in hits)
+        reranked = state.student_reranking(students, students.scorer_name, query, candidates)
+
+    cols = st.columns(5)
+    cols[0].metric("BM25 latency", f"{latency_ms:.0f} ms")
+    cols[1].metric("Student latency", "—" if reranked is None else f"{reranked.latency_ms:.0f} ms",
+                   help="Scoring every candidate (measured when this query was first re-ranked; cached after).")
+    cols[2].metric("Candidates", len(hits))
+    if judged:
+        cols[3].metric("BM25 nDCG@10", f"{ndcg_at_10([h.doc_id for h in hits], collection.qrels, query_id):.3f}")
+        if reranked is not None:
+            cols[4].metric("Student nDCG@10", f"{ndcg_at_10(reranked.doc_ids, collection.qrels, query_id):.3f}")
+    elif query_id:
+        cols[3].caption("This query has no relevance labels (an unlabelled training query): no nDCG.")
+    if reranked is None:
+        st.info("No student re-ranking: " + "; ".join(students.notes or ["no candidates"])
+                + ". BM25's order is shown.")
+
+    teacher = teacher_views(state.teacher_rows(collection.name, query_id)) if query_id else {}
+    left, right = st.columns(2) if reranked is not None else (st.container(), None)
+    with left:
+        st.markdown("**BM25**")
+        st.dataframe(bm25_table(collection, hits, judged, teacher, reranked), hide_index=True, width="stretch")
+    if right is not None:
+        with right:
+            st.markdown(f"**Student** ({students.scorer_name})")
+            st.dataframe(student_table(collection, hits, judged, reranked), hide_index=True, width="stretch",
+                         key="student_table", column_config={"title": st.column_config.TextColumn(width="medium")})
+        st.plotly_chart(movement_chart(collection, hits, reranked, judged), key="movement")
+
+    if query_id and not teacher:
+        st.caption("No teacher rationales are stored for this query yet (run `r2r teach` to add them).")
+
+    by_id = {h.doc_id: h for h in hits}
+    order = reranked.doc_ids if reranked is not None else [h.doc_id for h in hits]
+    st.subheader("Student's order" if reranked is not None else "BM25's order")
+    for position, doc_id in enumerate(order, 1):
+        doc = collection.documents[doc_id]
+        moved = f" · BM25 {by_id[doc_id].rank}" if reranked is not None else ""
+        with st.expander(f"{position}. {md_escape(doc.title)}{moved}"):
+            # Document and model text is untrusted: st.text never interprets it as Markdown or HTML.
+            if reranked is not None:
+                st.caption(f"BM25 rank {by_id[doc_id].rank} ({movement(by_id[doc_id].rank, position)}) · "
+                           f"student P(relevant) {reranked.scores[doc_id]:.3f}")
+            st.text(doc.text)
+            if doc.url:
+                st.caption(doc.url)
+            view = teacher.get(doc_id)
+            if view is not None and view.direct is not None:
+                render_direct_rationale(view.direct, document_text(doc))
+            if st.button("Open explanation", key=f"open-{position}",
+                         help="The Document page: passage, evidence, why"):
+                state.open_document(spec, query_id, query, doc_id, depth)
+
+
+main()
