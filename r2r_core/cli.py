@@ -333,6 +333,10 @@ def train(
     prompt_version: Annotated[
         list[str] | None, typer.Option("--prompt-version", help="Only rationales of these prompt versions.")
     ] = None,
+    teacher_model: Annotated[
+        str | None, typer.Option(help="Learn from this teacher model's rows only (default: the config's teacher.model; "
+                                      "'any' for every model in the store).")
+    ] = None,
     base_model: Annotated[str | None, typer.Option(help="Base model (default: the student's own).")] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
     set_: Annotated[
@@ -366,7 +370,8 @@ def train(
     db = Store.open(config)
     data = load_training_data(db, _load(collection).name, train_split=None if train_split == "all" else train_split,
                               dev_split=dev_split or None,
-                              job_ids=job, prompt_versions=prompt_version, min_severity=min_severity)
+                              job_ids=job, prompt_versions=prompt_version, min_severity=min_severity,
+                              teacher_model=None if teacher_model == "any" else teacher_model or config.teacher.model)
     typer.echo(f"training a {student} student on {data.summary()}")
     if student == "fast":
         from r2r_core.student.fast import FastScorerConfig

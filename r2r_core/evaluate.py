@@ -14,9 +14,11 @@ the rank before ir-measures sees them, so ties are evaluated in the order the sy
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import ir_measures
 
@@ -114,3 +116,192 @@ def format_table(results: Sequence[EvalResult]) -> str:
         cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the systems table
+
+
+@dataclass
+class SystemResult:
+    """One row of the evaluation table.
+
+    name: a short id ("bm25", "minilm-biencoder", "teacher", "fast", "r2r", "r2r-nogen", ...);
+    label: what the README and the app print; metrics: display name -> value (None = not applicable,
+    e.g. explanation quality of BM25); queries: how many queries the ranking metrics average over;
+    run_file: the TREC run the ranking metrics came from (relative to the report's folder), if saved.
+    """
+
+    name: str
+    label: str
+    metrics: dict[str, float | None]
+    queries: int
+    run_file: str | None = None
+    notes: str = ""
+
+
+@dataclass
+class EvaluationReport:
+    """The systems table of one collection split, and nDCG@10 per query per system (for the plot).
+
+    Written by ``r2r evaluate-systems``; read by the app's Evaluation page and the README table.
+    """
+
+    collection: str
+    split: str
+    depth: int  # BM25 candidates every reranker re-ranked
+    command: str  # the command that made it
+    created_at: str  # ISO 8601
+    systems: list[SystemResult]
+    per_query: dict[str, dict[str, float]]  # system name -> query id -> nDCG@10
+    machine: str = ""  # where latencies were measured
+    notes: list[str] = field(default_factory=list)  # how each metric was computed, coverage, caveats
+    files: dict[str, str] = field(default_factory=dict)  # what -> file (relative to the report's folder)
+
+    def system(self, name: str) -> SystemResult:
+        for result in self.systems:
+            if result.name == name:
+                return result
+        raise R2RError(f"no system {name!r} in the report; systems: {[s.name for s in self.systems]}")
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EvaluationReport:
+        try:
+            systems = [SystemResult(**s) for s in data["systems"]]
+            return cls(**{**data, "systems": systems})
+        except (KeyError, TypeError) as exc:
+            raise R2RError(f"not an evaluation report: {exc}") from exc
+
+    def save(self, path: str | Path) -> Path:
+        import json
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> EvaluationReport:
+        import json
+
+        path = Path(path)
+        if not path.is_file():
+            raise R2RError(f"evaluation report {path} does not exist (make it with `r2r evaluate-systems`)")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise R2RError(f"evaluation report {path} is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    def to_markdown(self) -> str:
+        """The table as Markdown: one row per system, one column per metric (— where not applicable)."""
+        columns: list[str] = []
+        for result in self.systems:
+            columns.extend(m for m in result.metrics if m not in columns)
+        lines = ["| system | queries | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+        for result in self.systems:
+            cells = []
+            for metric in columns:
+                value = result.metrics.get(metric)
+                cells.append("—" if value is None else f"{value:.4f}" if abs(value) < 100 else f"{value:.0f}")
+            lines.append(f"| {result.label} | {result.queries} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- agreement and text overlap
+# Small, exact building blocks of `r2r evaluate-systems` (r2r_core.systems); each is tested on
+# hand-computed examples in tests/test_evaluate_systems.py.
+
+
+def kendall_tau(reference: Sequence[float], other: Sequence[float]) -> float | None:
+    """Kendall's tau-b between two score lists over the same items (higher = ranked higher).
+
+    tau-b corrects for ties on either side (scipy.stats.kendalltau, the standard implementation).
+    None when it is undefined: fewer than two items, or one side gives every item the same score.
+    """
+    if len(reference) != len(other):
+        raise R2RError(f"kendall_tau needs two lists of one length, got {len(reference)} and {len(other)}")
+    if len(reference) < 2:
+        return None
+    from scipy.stats import kendalltau
+
+    value = kendalltau(reference, other).statistic
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def top_k_tau(reference_order: Sequence[str], ranking: Sequence[str], k: int = 10) -> float | None:
+    """Kendall tau-b of a system's order of the reference's top-k documents against the reference order.
+
+    reference_order: the reference's documents, best first (e.g. the teacher's judged candidates);
+    ranking: the system's whole list, best first. A reference document the system does not rank counts
+    as ranked below everything it does rank (those documents tie with each other).
+    """
+    top = list(reference_order[:k])
+    position = {d: i for i, d in enumerate(ranking)}
+    missing = len(ranking)
+    return kendall_tau([-float(i) for i in range(len(top))], [-float(position.get(d, missing)) for d in top])
+
+
+def pair_agreement(preferences: Iterable[tuple[str, str]], ranking: Sequence[str]) -> tuple[float, int]:
+    """(agreeing pairs, pairs): how many (preferred, other) pairs the system ranks the same way.
+
+    A pair both of whose documents are missing from ``ranking`` is a tie and counts 1/2; a missing
+    document ranks below every present one.
+    """
+    position = {d: i for i, d in enumerate(ranking)}
+    missing = len(ranking)
+    agree, total = 0.0, 0
+    for better, worse in preferences:
+        a, b = position.get(better, missing), position.get(worse, missing)
+        agree += 1.0 if a < b else 0.5 if a == b else 0.0
+        total += 1
+    return agree, total
+
+
+_ROUGE_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def rouge_tokens(text: str) -> list[str]:
+    """ROUGE's default tokenisation: lower-case, runs of ASCII letters and digits (no stemming)."""
+    return _ROUGE_TOKEN.findall(text.lower())
+
+
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token lists (dynamic programming, two rows)."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = [0] * (len(b) + 1)
+    for token in a:
+        current = [0]
+        for j, other in enumerate(b, start=1):
+            current.append(previous[j - 1] + 1 if token == other else max(previous[j], current[j - 1]))
+        previous = current
+    return previous[-1]
+
+
+@dataclass(frozen=True)
+class Rouge:
+    precision: float
+    recall: float
+    f: float
+
+
+def rouge_l(candidate: str, reference: str) -> Rouge:
+    """ROUGE-L (Lin, 2004) of a candidate text against one reference: LCS-based precision, recall and F1.
+
+    precision = LCS / candidate tokens, recall = LCS / reference tokens, F = 2PR / (P + R) (beta 1, as the
+    rouge-score package reports "rougeL" fmeasure); 0 when either text has no tokens.
+    """
+    cand, ref = rouge_tokens(candidate), rouge_tokens(reference)
+    if not cand or not ref:
+        return Rouge(0.0, 0.0, 0.0)
+    lcs = lcs_length(cand, ref)
+    precision, recall = lcs / len(cand), lcs / len(ref)
+    f = 2 * precision * recall / (precision + recall) if lcs else 0.0
+    return Rouge(precision, recall, f)

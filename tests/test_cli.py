@@ -15,7 +15,8 @@ from r2r_core.evaluate import evaluate_run
 from r2r_core.store import Store
 
 runner = CliRunner()
-SUBCOMMANDS = ["index", "search", "retrieve", "evaluate", "build-pydocs", "collections", "app", "store"]
+SUBCOMMANDS = ["index", "search", "retrieve", "evaluate", "evaluate-systems", "build-pydocs", "collections", "teach",
+               "teacher-report", "train", "serve", "app", "store"]
 
 
 def invoke(config_file: Path, *args: str):

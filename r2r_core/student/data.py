@@ -392,9 +392,10 @@ def load_training_data(
     dev_split: str | None = "dev",
     job_ids: Sequence[str] | None = None,
     prompt_versions: Sequence[str] | None = None,
+    teacher_model: str | None = None,
     min_severity: int = 1,
 ) -> TrainingData:
-    """Teacher rows of ``collection`` from the store, filtered by teacher job (run) and prompt version,
+    """Teacher rows of ``collection`` from the store, filtered by teacher job (run), model and prompt version,
     minus rationales annotated bad (severity >= ``min_severity``), as train / dev examples and targets.
     ``train_split=None`` trains on every query outside test (then pass ``dev_split=None``)."""
     for split in (train_split, dev_split):
@@ -409,6 +410,12 @@ def load_training_data(
             raise R2RError(f"no ok rationales of {collection!r} from teacher job(s) {missing}; jobs with rows: "
                            f"{sorted(known)}")
         rows = [r for r in rows if r.job_id in set(job_ids)]
+    if teacher_model:  # one teacher: averaging a weak model's scores into a strong one's only adds noise
+        models = {r.model for r in rows}
+        rows = [r for r in rows if r.model == teacher_model]
+        if not rows:
+            raise R2RError(f"no ok rationales of {collection!r} from teacher model {teacher_model!r}; models with "
+                           f"rows: {sorted(models)}")
     if prompt_versions:
         rows = [r for r in rows if r.prompt_version in set(prompt_versions)]
         if not rows:

