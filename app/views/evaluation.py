@@ -1,8 +1,9 @@
 """Evaluation: the systems table of an evaluation report (`r2r evaluate-systems`) and nDCG@10 per query,
 BM25 against a reranker; selecting a query opens it on the Search page.
 
-The report shown is ``[app] evaluation_report``, or any other report found under ``<home>/eval/`` or
-``assets/eval/``. Query text is untrusted: dataframe cells and escaped plotly labels only.
+The report shown is ``[app] evaluation_report`` (default: the committed ``assets/eval/pydocs-test.json``),
+or any other report found under ``<home>/eval/``. Query text is untrusted: dataframe cells and escaped
+plotly labels only.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
-from app.students import REPO_ROOT
 from r2r_core.data.registry import list_collections
 from r2r_core.errors import R2RError
 from r2r_core.evaluate import EvaluationReport
@@ -26,9 +26,9 @@ USED = "_eval_selection_used"
 
 
 def report_paths() -> list[Path]:
-    """The configured report (when it exists) first, then every report found in the usual places."""
+    """The configured report (when it exists) first, then every report under ``<home>/eval/``."""
     home = state.app_config().paths.home
-    found = sorted({*home.glob("eval/*/report.json"), *(REPO_ROOT / "assets" / "eval").glob("*.json")})
+    found = sorted(home.glob("eval/*/report.json"))
     configured = state.evaluation_report_path()
     return [configured] * configured.is_file() + [p for p in found if p.resolve() != configured.resolve()]
 
