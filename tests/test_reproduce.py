@@ -32,28 +32,6 @@ SMOL = "smollm2-135m-instruct"
 BLOCK = re.compile(r"<!-- reproduce: ([\w-]+) -->\s*```bash\n(.*?)```", re.S)
 SIZES = {"TEACH_QUERIES": "1", "TEACH_DEPTH": "2", "TRAIN_STEPS": "3", "DEPTH": "5", "EXPLAIN_CAP": "2"}
 SYSTEMS = ["bm25", "minilm-biencoder", "teacher", "fast-msmarco", "r2r-msmarco"]
-TRAIN_MISSING = ("`r2r train` is not available (`r2r train --help` failed): the train commands of docs/REPRODUCE.md "
-                 "were NOT run; untrained MiniLM stand-ins were saved at their --out folders so the "
-                 "evaluate-systems commands could run; everything else ran verbatim and passed")
-
-# Used only while `r2r train` is missing: a bash function that answers `r2r train ... --out DIR` by
-# saving an untrained fast scorer at DIR and passes every other `r2r` call through to the real command.
-# (Kept so the test still runs the rest of the pipeline on a checkout where `r2r train` is broken off.)
-STAND_IN = r'''
-r2r() {
-  if [ "$1" = train ]; then
-    python - "$@" <<'PY'
-import sys, torch
-from r2r_core.student.fast import FastScorer
-args = sys.argv[1:]
-torch.manual_seed(0)
-FastScorer().save_pretrained(args[args.index("--out") + 1])
-PY
-  else
-    command r2r "$@"
-  fi
-}
-'''
 
 
 def reproduce_blocks(text: str) -> list[tuple[str, str]]:
@@ -102,11 +80,6 @@ def teacher_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     model = resolve_model(SMOL, tmp_path_factory.mktemp("models"))
     with LlamaCppServer(model.path, ctx_size=2048, n_threads=2, model_alias=SMOL) as server:
         yield server.base_url
-
-
-def _train_available(env: dict[str, str]) -> bool:
-    probe = subprocess.run(["r2r", "train", "--help"], env=env, capture_output=True, text=True, timeout=120)
-    return probe.returncode == 0
 
 
 def _check_outputs(out: str, config: Path, work: Path, msmarco_dir: Path, teacher_server: str) -> None:
@@ -166,15 +139,11 @@ def test_reproduce_commands_run_end_to_end(tmp_path: Path, msmarco_dir: Path, te
     env = dict(os.environ, R2R_CONFIG=str(config), MSMARCO=str(msmarco_dir), BRIGHT=str(FIXTURES / "bright"),
                WORK=str(work), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                PYTHONPATH=str(REPO_ROOT), **SIZES)
-    train_available = _train_available(env)
-    prelude = "" if train_available else STAND_IN
     outputs = []
     for name, script in reproduce_blocks(DOC.read_text(encoding="utf-8")):
         if name == "settings":
             continue
-        code, stdout, stderr = _run_block(prelude + script, tmp_path, env)
+        code, stdout, stderr = _run_block(script, tmp_path, env)
         assert code == 0, f"block {name!r} failed:\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr[-4000:]}"
         outputs.append(stdout)
     _check_outputs("\n".join(outputs), config, work, msmarco_dir, teacher_server)
-    if not train_available:
-        pytest.skip(TRAIN_MISSING)
