@@ -29,7 +29,6 @@ ranking head; rank 8 on the attention projections of SmolLM2-135M is 921,600 + 5
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -46,6 +45,7 @@ from torch import Tensor, nn
 from r2r_core.errors import OfflineError, R2RError
 from r2r_core.student.api import Comparison, Explanation, label_from_score
 from r2r_core.student.fast import _quiet_loading, _sigmoid, resolve_base_model, select_device
+from r2r_core.student.saving import adapter_state, load_adapter_state, read_saved, write_saved
 from r2r_core.teacher.prompts import LABEL_SCALE
 
 __all__ = [
@@ -548,42 +548,19 @@ class DecoderStudent:
 
     def trainable_state_dict(self) -> dict[str, Tensor]:
         state = {f"rank_head.{k}": v for k, v in self.model.rank_head.state_dict().items()}
-        if self.config.adapter == "lora":
-            from peft import get_peft_model_state_dict
-
-            lm_state = get_peft_model_state_dict(self.model.lm)
-        else:
-            lm_state = self.model.lm.state_dict()
-        state.update({f"lm.{k}": v for k, v in lm_state.items()})
+        state.update({f"lm.{k}": v for k, v in adapter_state(self.model.lm, self.config.adapter).items()})
         return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
 
     def load_trainable_state_dict(self, state: dict[str, Tensor]) -> None:
         self.model.rank_head.load_state_dict({k.removeprefix("rank_head."): v for k, v in state.items()
                                               if k.startswith("rank_head.")})
         lm_state = {k.removeprefix("lm."): v for k, v in state.items() if k.startswith("lm.")}
-        if self.config.adapter == "lora":
-            from peft import set_peft_model_state_dict
-
-            result = set_peft_model_state_dict(self.model.lm, lm_state)
-            unexpected = list(getattr(result, "unexpected_keys", []) or [])
-            if unexpected:
-                raise R2RError(f"saved LoRA weights do not fit base {self.config.base_model!r}: {unexpected[:3]}")
-        else:
-            self.model.lm.load_state_dict(lm_state)
+        load_adapter_state(self.model.lm, lm_state, self.config.adapter, self.config.base_model)
 
     def save_pretrained(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": asdict(self.config),
-                "base_sha256": self.base_sha256, "weights": WEIGHTS_NAME}
-        tmp = folder / (WEIGHTS_NAME + ".tmp")
-        save_file(self.trainable_state_dict(), str(tmp), metadata={"format": FORMAT})
-        tmp.chmod(0o644)
-        tmp.replace(folder / WEIGHTS_NAME)
-        (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        return folder
+                "base_sha256": self.base_sha256}
+        return write_saved(path, CONFIG_NAME, WEIGHTS_NAME, meta, self.trainable_state_dict())
 
     @classmethod
     def from_pretrained(
@@ -592,24 +569,14 @@ class DecoderStudent:
         """Load a student written by ``save_pretrained`` (its base model must be available)."""
         from safetensors.torch import load_file
 
-        folder = Path(path)
-        config_file = folder / CONFIG_NAME
-        if not config_file.is_file():
-            raise R2RError(f"{folder} is not a saved decoder student: {CONFIG_NAME} is missing")
-        meta = json.loads(config_file.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-            raise R2RError(f"{config_file}: format {meta.get('format')!r} v{meta.get('format_version')!r} is not "
-                           f"{FORMAT!r} v{FORMAT_VERSION}")
+        meta = read_saved(path, CONFIG_NAME, FORMAT, FORMAT_VERSION, "decoder student")
         config = DecoderStudentConfig.from_dict(meta["config"])
         student = cls(config.base_model, config=config, device=device, cache_dir=cache_dir)
         expected = meta.get("base_sha256")
         if expected is not None and student.base_sha256 is not None and expected != student.base_sha256:
-            raise R2RError(f"{folder} was trained on base weights with sha256 {expected[:12]}..., but "
+            raise R2RError(f"{path} was trained on base weights with sha256 {expected[:12]}..., but "
                            f"{config.base_model!r} now resolves to {student.base_sha256[:12]}...")
-        weights = folder / meta.get("weights", WEIGHTS_NAME)
-        if not weights.is_file():
-            raise R2RError(f"{folder}: weights file {weights.name} is missing")
-        student.load_trainable_state_dict(load_file(str(weights)))
+        student.load_trainable_state_dict(load_file(str(meta["weights_path"])))
         student.model.to(student.device).eval()
         return student
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
 import math
 import warnings
@@ -58,6 +57,7 @@ from torch import Tensor, nn
 from r2r_core.errors import OfflineError, R2RError
 from r2r_core.student.api import Comparison, Explanation, label_from_score
 from r2r_core.student.losses import IGNORE_INDEX
+from r2r_core.student.saving import adapter_state, load_adapter_state, read_saved, write_saved
 
 __all__ = [
     "CONFIG_NAME",
@@ -505,13 +505,7 @@ class FastScorer:
         """What save_pretrained writes: heads + LoRA matrices (lora) or heads + the whole encoder (full)."""
         state = {f"rank_head.{k}": v for k, v in self.model.rank_head.state_dict().items()}
         state.update({f"evidence_head.{k}": v for k, v in self.model.evidence_head.state_dict().items()})
-        if self.config.adapter == "lora":
-            from peft import get_peft_model_state_dict
-
-            encoder_state = get_peft_model_state_dict(self.model.encoder)
-        else:
-            encoder_state = self.model.encoder.state_dict()
-        state.update({f"encoder.{k}": v for k, v in encoder_state.items()})
+        state.update({f"encoder.{k}": v for k, v in adapter_state(self.model.encoder, self.config.adapter).items()})
         return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
 
     def load_trainable_state_dict(self, state: dict[str, Tensor]) -> None:
@@ -519,35 +513,13 @@ class FastScorer:
         for name, head in heads.items():
             head.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(name + ".")})
         encoder_state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
-        if self.config.adapter == "lora":
-            from peft import set_peft_model_state_dict
-
-            result = set_peft_model_state_dict(self.model.encoder, encoder_state)
-            unexpected = list(getattr(result, "unexpected_keys", []) or [])
-            if unexpected:
-                raise R2RError(f"saved LoRA weights do not fit base {self.config.base_model!r}: {unexpected[:3]}")
-        else:
-            self.model.encoder.load_state_dict(encoder_state)
+        load_adapter_state(self.model.encoder, encoder_state, self.config.adapter, self.config.base_model)
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write the config JSON and the trainable weights (see the module docstring); returns the folder."""
-        from safetensors.torch import save_file
-
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "config": asdict(self.config),
-            "base_sha256": _base_sha256(self._base_path),
-            "weights": WEIGHTS_NAME,
-        }
-        tmp = folder / (WEIGHTS_NAME + ".tmp")
-        save_file(self.trainable_state_dict(), str(tmp), metadata={"format": FORMAT})
-        tmp.chmod(0o644)  # safetensors creates files owner-only; a saved model is meant to be shared
-        tmp.replace(folder / WEIGHTS_NAME)
-        (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        return folder
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": asdict(self.config),
+                "base_sha256": _base_sha256(self._base_path)}
+        return write_saved(path, CONFIG_NAME, WEIGHTS_NAME, meta, self.trainable_state_dict())
 
     @classmethod
     def from_pretrained(
@@ -556,16 +528,7 @@ class FastScorer:
         """Load a scorer written by ``save_pretrained`` (the base model must be available)."""
         from safetensors.torch import load_file
 
-        folder = Path(path)
-        config_file = folder / CONFIG_NAME
-        if not config_file.is_file():
-            raise R2RError(f"{folder} is not a saved fast scorer: {CONFIG_NAME} is missing")
-        meta = json.loads(config_file.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-            raise R2RError(
-                f"{config_file}: format {meta.get('format')!r} v{meta.get('format_version')!r} is not "
-                f"{FORMAT!r} v{FORMAT_VERSION}"
-            )
+        meta = read_saved(path, CONFIG_NAME, FORMAT, FORMAT_VERSION, "fast scorer")
         config = FastScorerConfig.from_dict(meta["config"])
         scorer = cls(config.base_model, config=config, device=device, amp=amp)
         expected = meta.get("base_sha256")
@@ -573,13 +536,10 @@ class FastScorer:
             actual = _base_sha256(scorer._base_path)
             if actual is not None and actual != expected:
                 raise R2RError(
-                    f"{folder} was trained on base weights with sha256 {expected[:12]}..., but "
+                    f"{path} was trained on base weights with sha256 {expected[:12]}..., but "
                     f"{config.base_model!r} now resolves to weights with sha256 {actual[:12]}..."
                 )
-        weights = folder / meta.get("weights", WEIGHTS_NAME)
-        if not weights.is_file():
-            raise R2RError(f"{folder}: weights file {weights.name} is missing")
-        scorer.load_trainable_state_dict(load_file(str(weights)))
+        scorer.load_trainable_state_dict(load_file(str(meta["weights_path"])))
         scorer.model.to(scorer.device).eval()
         return scorer
 
