@@ -3,6 +3,14 @@ and what llama.cpp's prompt cache saves when several documents share one query.
 
     python bench/teacher_probe.py --model smollm2-135m-instruct
     python bench/teacher_probe.py --model qwen2.5-coder-1.5b-instruct --queries 1 --docs 2
+    python bench/teacher_probe.py --model qwen2.5-coder-1.5b-instruct --throughput --queries 2 --docs 4
+
+--throughput (the before/after of the teacher's speed-ups): the same direct rationales, for the BM25 top
+`--docs` of the first `--queries` pydocs dev queries, produced the way `r2r teach` produces them
+(`generate_many`, requests sorted so a query's documents follow each other), under each configuration:
+no prompt cache and one slot (nothing optimised), prompt cache and one slot, then prompt cache with 2 and
+4 llama.cpp slots decoding together. Prints rationales/hour, generated tokens/s, median seconds per
+rationale and each configuration's ratio against the unoptimised one, all measured in the same run.
 
 Phase 1 (prefix cache): for each query, Yes/No scoring prompts for its documents in a row, once with the
 prompt cache on (the default: instructions + query are reused, only the document is read) and once with
@@ -14,7 +22,10 @@ Numbers come from llama.cpp's own timings in each response. Keep runs short on s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -31,7 +42,12 @@ from r2r_core.teacher.backends import (  # noqa: E402
     ChatResult,
     LocalLlamaBackend,
 )
-from r2r_core.teacher.generate import GenerationSettings, direct_parser, generate  # noqa: E402
+from r2r_core.teacher.generate import (  # noqa: E402
+    GenerationSettings,
+    direct_parser,
+    generate,
+    generate_many,
+)
 from r2r_core.teacher.prompts import render_direct, render_relevance_prob  # noqa: E402
 from r2r_core.teacher.scoring import SCORE_MAX_TOKENS, TOP_LOGPROBS, yes_probability  # noqa: E402
 
@@ -168,6 +184,100 @@ def probe_direct(
             "token_rates": recorder.totals.summary(), "rows": rows}
 
 
+class RequestExtras(ChatBackend):
+    """Adds backend-specific fields (e.g. {"cache_prompt": False}) to every request; keeps the concurrency."""
+
+    def __init__(self, inner: ChatBackend, extra: dict) -> None:
+        self.inner = inner
+        self.extra = extra
+        self.concurrency = inner.concurrency
+
+    def chat(self, request: ChatRequest) -> ChatResult:
+        return self.inner.chat(dataclasses.replace(request, extra={**(request.extra or {}), **self.extra}))
+
+    def provenance(self) -> dict:
+        return self.inner.provenance()
+
+
+def pydocs_candidates(n_queries: int, depth: int) -> list[tuple[str, list]]:
+    """(query text, BM25 top-`depth` documents) for the first pydocs dev queries: what `r2r teach` judges."""
+    from r2r_core.config import R2RConfig
+    from r2r_core.data.registry import load_collection
+    from r2r_core.retrieval import BM25Retriever
+
+    collection = load_collection("pydocs")
+    index_root = REPO / R2RConfig.load().paths.index_dir  # relative paths are the repository's
+    retriever = BM25Retriever.for_collection(collection, index_root, progress=False)
+    queries = list(collection.split_queries("dev").values())[:n_queries]
+    return [(q.text, [collection.documents[hit.doc_id] for hit in retriever.search(q.text, depth)])
+            for q in queries]
+
+
+THROUGHPUT_RESULT = "THROUGHPUT_RESULT "
+
+
+def throughput_configs(parallel: Sequence[int]) -> list[tuple[str, int, dict]]:
+    configs = [("no cache, 1 slot", 1, {"cache_prompt": False})]
+    return configs + [(f"cache, {n} slot{'s' if n > 1 else ''}", n, {}) for n in parallel]
+
+
+def measure_config(args: argparse.Namespace, index: int) -> dict:
+    """One configuration in this process (llama.cpp crashed when a second engine started in the same one)."""
+    name, n_parallel, extra = throughput_configs(args.parallel)[index]
+    groups = pydocs_candidates(args.queries, args.docs)
+    prompts = [render_direct(query, doc) for query, docs in groups for doc in docs]
+    settings = GenerationSettings(max_tokens=args.max_tokens)
+    backend = LocalLlamaBackend.from_model(args.model, args.cache_dir, ctx_size=args.ctx,
+                                           n_threads=args.threads, n_parallel=n_parallel)
+    with backend:
+        backend.chat(render_relevance_prob("warm up", "x").request(max_tokens=1))
+        recorder = Recorder(RequestExtras(backend, extra))
+        recorder.concurrency = n_parallel
+        start = time.perf_counter()
+        # As in `r2r teach`: `batch_size` prompts per generate_many call; the slots fill within a batch.
+        rationales = []
+        for i in range(0, len(prompts), args.batch_size):
+            batch = prompts[i : i + args.batch_size]
+            rationales += generate_many(recorder, batch, [direct_parser(p) for p in batch], settings)
+        wall = time.perf_counter() - start
+    generated = sum(r.tokens_out or 0 for r in rationales)
+    return {
+        "config": name,
+        "rationales": len(rationales),
+        "valid": sum(r.status == "ok" for r in rationales),
+        "per_hour": round(3600 * len(rationales) / wall, 1),
+        "median_s": round(statistics.median(r.latency_s for r in rationales), 2),
+        "gen_tokens": generated,
+        "gen_tok_per_s_overall": round(generated / wall, 2),
+        "prompt_tokens": recorder.totals.prompt_tokens,
+        "tokens_read": recorder.totals.read_tokens,
+        "wall_s": round(wall, 1),
+    }
+
+
+def probe_throughput(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    """Every configuration in a fresh subprocess, one after the other; then the table with ratios."""
+    rows = []
+    for index, (name, _, _) in enumerate(throughput_configs(args.parallel)):
+        done = subprocess.run([sys.executable, __file__, *argv, "--one-config", str(index)],
+                              capture_output=True, text=True, check=False)
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith(THROUGHPUT_RESULT)]
+        if done.returncode != 0 or not lines:
+            raise SystemExit(f"configuration {name!r} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+        rows.append(json.loads(lines[-1][len(THROUGHPUT_RESULT):]))
+        print(f"  [{name}] {rows[-1]}", flush=True)
+    base = rows[0]["per_hour"]
+    for row in rows:
+        row["ratio_vs_unoptimised"] = round(row["per_hour"] / base, 2)
+    print("\n| configuration | rationales/hour | ratio | median s/rationale | generated tok/s | "
+          "prompt tokens read / sent | valid |\n|---|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row['config']} | {row['per_hour']} | {row['ratio_vs_unoptimised']} | {row['median_s']} | "
+              f"{row['gen_tok_per_s_overall']} | {row['tokens_read']} / {row['prompt_tokens']} | "
+              f"{row['valid']}/{row['rationales']} |")
+    return {"throughput": rows}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct", help="registered name or .gguf path")
@@ -179,7 +289,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=384)
     parser.add_argument("--skip-direct", action="store_true", help="only the prefix-cache probe")
     parser.add_argument("--direct-pairs", type=int, default=None, help="limit direct rationales to N pairs")
+    parser.add_argument("--throughput", action="store_true",
+                        help="before/after: direct rationales on pydocs BM25 candidates under each configuration")
+    parser.add_argument("--parallel", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4],
+                        help="slot counts to measure with the prompt cache on (--throughput)")
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts per generate_many call (--throughput)")
+    parser.add_argument("--one-config", type=int, default=None, help=argparse.SUPPRESS)  # internal: one subprocess
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.throughput and args.one_config is not None:
+        print(THROUGHPUT_RESULT + json.dumps(measure_config(args, args.one_config)), flush=True)
+        return 0
+    if args.throughput:
+        print(json.dumps(probe_throughput(args, argv), indent=1))
+        return 0
 
     samples = [(q, docs[: args.docs]) for q, docs in SAMPLES[: args.queries]]
     start = time.perf_counter()

@@ -159,7 +159,9 @@ def test_queue_puts_evidence_not_found_first(store: Store) -> None:
         ("faq-design-010", a, {"doc_b": b, "preferred_doc": a, "reasoning": "first is better"}),
         ("faq-design-010", b, {"doc_b": a, "preferred_doc": b, "reasoning": "first is better again"}),
     ])
-    app = run_ok(page("annotate.py"))
+    app = page("annotate.py")
+    app.session_state["ann_query"] = "faq-design-010"  # the demo's own flagged rows stay out of the way
+    run_ok(app)
     table = queue_table(app)
     order = table["rationale"].dropna().tolist()  # teacher rows (student predictions have none)
     position = {rid: order.index(rid) for rid in order}
@@ -253,6 +255,7 @@ def test_skip_moves_the_item_to_the_back_of_the_queue(store: Store) -> None:
         ("faq-design-014", "library/os#os.chmod", {"label": 1, "reasoning": "then me"})])
     app = page("annotate.py")
     app.session_state[state.OPEN_ANNOTATION] = {"collection": "pydocs", "rationale_id": rows[0].rationale_id}
+    app.session_state["ann_query"] = "faq-design-014"
     run_ok(app)
     assert app.subheader[0].value == f"Rationale #{rows[0].rationale_id}"
     app.button(key="ann_skip").click()

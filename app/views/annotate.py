@@ -94,6 +94,14 @@ class QueueItem:
         return priority, -self.strength, *self.target
 
 
+ALL_QUERIES = "(all queries)"
+
+
+def item_query(item: QueueItem) -> str:
+    """The query a queue item is about (teacher row or student prediction)."""
+    return item.row.query_id if item.row is not None else item.prediction.query_id
+
+
 # ----------------------------------------------------------------------------- the queue
 
 
@@ -460,6 +468,14 @@ def main() -> None:
         st.success(flash)
     render_counts(opened)
     items = queue_items(rows, collection_predictions(opened, collection.name), kinds)
+    with st.sidebar:
+        query_ids = sorted({item_query(i) for i in items.values()})
+        if st.session_state.get("ann_query") not in (ALL_QUERIES, *query_ids):
+            st.session_state.pop("ann_query", None)
+        only = st.selectbox("Query", [ALL_QUERIES, *query_ids], key="ann_query",
+                            help="Review one query's rationales and predictions together")
+    if only != ALL_QUERIES:
+        items = {key: i for key, i in items.items() if item_query(i) == only}
     skipped = st.session_state.get(SKIPPED, [])
     queue = ordered_queue(items, annotated_targets(opened, collection.name), skipped)
     item = current_item(items, queue)

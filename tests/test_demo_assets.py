@@ -1,0 +1,81 @@
+"""The committed demo teacher data (assets/demo/teacher) loads whole into a fresh store and keeps its shape.
+
+These tests read the real committed files: they fail if an export is cut short, names documents or
+queries the bundled collection does not have, drops the raw text of a failure, or breaks the test-split
+coverage the demo promises (every judged test query: the teacher's direct rationale for each of its
+BM25 top-10 candidates, and comparative pairs asked in both orders).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from r2r_core.data.registry import load_collection
+from r2r_core.demo import DEMO_COLLECTION, demo_teacher_dir, prepare_demo_store
+from r2r_core.store import Store
+from r2r_core.teacher.exchange import RATIONALES_FILE
+
+DEPTH = 10  # candidates per query the demo jobs judged (`r2r teach --depth 10`)
+MIN_PAIRS_PER_QUERY = 3
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    store = Store(tmp_path_factory.mktemp("demo") / "r2r.duckdb")
+    added = prepare_demo_store(store)
+    committed = duckdb.sql(f"SELECT count(*) FROM '{demo_teacher_dir() / RATIONALES_FILE}'").fetchall()[0][0]
+    assert added["rationales"] == committed > 0, "every committed rationale must load into a fresh store"
+    return store
+
+
+def test_reimport_adds_nothing(demo_store: Store) -> None:
+    assert prepare_demo_store(demo_store) == {"documents": 0, "rationales": 0}
+
+
+def test_rows_name_real_queries_and_documents(demo_store: Store) -> None:
+    collection = load_collection(DEMO_COLLECTION)
+    rows = demo_store.rationales(collection=DEMO_COLLECTION)
+    unknown_queries = {r.query_id for r in rows} - set(collection.queries)
+    unknown_docs = {d for r in rows for d in (r.doc_id, r.doc_b) if d and not d.startswith("window@")}
+    unknown_docs -= set(collection.documents)
+    assert not unknown_queries and not unknown_docs, (sorted(unknown_queries)[:5], sorted(unknown_docs)[:5])
+
+
+def test_failures_keep_their_raw_text_and_kind(demo_store: Store) -> None:
+    rows = [r for r in demo_store.rationales(collection=DEMO_COLLECTION) if r.kind in ("direct", "pairwise")]
+    assert rows
+    for row in rows:
+        assert row.prompt_version and row.model and row.model_sha256, row
+        if row.status != "ok":
+            assert row.failure_kind, row
+        if row.status == "invalid":
+            assert row.raw_output.strip(), f"invalid row {row.query_id}/{row.doc_id} lost its raw output"
+
+
+def test_test_queries_with_rationales_are_covered_whole(demo_store: Store) -> None:
+    """A test query the demo teacher started on has all top-10 direct rationales and >= 3 pairs, both orders."""
+    collection = load_collection(DEMO_COLLECTION)
+    test_ids = set(collection.split_queries("test"))
+    direct: dict[str, set[str]] = defaultdict(set)
+    pairs: dict[str, Counter[frozenset[str]]] = defaultdict(Counter)
+    for row in demo_store.rationales(collection=DEMO_COLLECTION, kind="direct"):
+        if row.query_id in test_ids:
+            direct[row.query_id].add(row.doc_id)
+    for row in demo_store.rationales(collection=DEMO_COLLECTION, kind="pairwise"):
+        if row.query_id in test_ids:
+            pairs[row.query_id][frozenset((row.doc_id, row.doc_b))] += 1
+    assert direct, "the demo data has no direct rationales for test queries"
+    for query_id, docs in direct.items():
+        assert len(docs) == DEPTH, f"test query {query_id}: {len(docs)} direct rationales, expected {DEPTH}"
+        both_orders = [pair for pair, asked in pairs[query_id].items() if asked == 2]
+        assert len(both_orders) >= MIN_PAIRS_PER_QUERY, f"test query {query_id}: pairs {dict(pairs[query_id])}"
+    assert set(pairs) <= set(direct), "pairwise rationales for a test query without direct ones"
+
+
+def test_demo_folder_is_small_enough_to_commit() -> None:
+    size = sum(p.stat().st_size for p in Path(demo_teacher_dir()).iterdir())
+    assert size < 5_000_000, f"assets/demo/teacher is {size} bytes"
