@@ -132,6 +132,7 @@ class Recorder(ChatBackend):
 
     def __init__(self, inner: ChatBackend) -> None:
         self.inner = inner
+        self.concurrency = inner.concurrency
         self.totals = Totals()
 
     def chat(self, request: ChatRequest) -> ChatResult:
@@ -232,7 +233,6 @@ def measure_config(args: argparse.Namespace, index: int) -> dict:
     with backend:
         backend.chat(render_relevance_prob("warm up", "x").request(max_tokens=1))
         recorder = Recorder(RequestExtras(backend, extra))
-        recorder.concurrency = n_parallel
         start = time.perf_counter()
         # As in `r2r teach`: `batch_size` prompts per generate_many call; the slots fill within a batch.
         rationales = []

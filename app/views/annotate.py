@@ -78,15 +78,15 @@ class QueueItem:
     prediction: StudentPrediction | None = None
 
     @property
+    def query_id(self) -> str:
+        return self.row.query_id if self.row is not None else self.prediction.query_id
+
+    @property
     def target(self) -> Target:
         if self.row is not None:
             return RATIONALE, self.row.rationale_id or 0
         assert self.prediction is not None
         return PREDICTION, self.prediction.prediction_id or 0
-
-    @property
-    def query_id(self) -> str:
-        return self.row.query_id if self.row is not None else self.prediction.query_id
 
     @property
     def sort_key(self) -> tuple[int, float, str, int]:
@@ -95,11 +95,6 @@ class QueueItem:
 
 
 ALL_QUERIES = "(all queries)"
-
-
-def item_query(item: QueueItem) -> str:
-    """The query a queue item is about (teacher row or student prediction)."""
-    return item.row.query_id if item.row is not None else item.prediction.query_id
 
 
 # ----------------------------------------------------------------------------- the queue
@@ -469,13 +464,13 @@ def main() -> None:
     render_counts(opened)
     items = queue_items(rows, collection_predictions(opened, collection.name), kinds)
     with st.sidebar:
-        query_ids = sorted({item_query(i) for i in items.values()})
+        query_ids = sorted({i.query_id for i in items.values()})
         if st.session_state.get("ann_query") not in (ALL_QUERIES, *query_ids):
             st.session_state.pop("ann_query", None)
         only = st.selectbox("Query", [ALL_QUERIES, *query_ids], key="ann_query",
                             help="Review one query's rationales and predictions together")
     if only != ALL_QUERIES:
-        items = {key: i for key, i in items.items() if item_query(i) == only}
+        items = {key: i for key, i in items.items() if i.query_id == only}
     skipped = st.session_state.get(SKIPPED, [])
     queue = ordered_queue(items, annotated_targets(opened, collection.name), skipped)
     item = current_item(items, queue)
