@@ -118,6 +118,62 @@ def format_table(results: Sequence[EvalResult]) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- paired significance
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A paired comparison of two systems over the same queries (system minus baseline).
+
+    mean_difference: mean over queries of (system - baseline); ci_low / ci_high: the 95% bootstrap
+    percentile interval of that mean; p_value: two-sided paired randomization (sign-flip) test.
+    """
+
+    mean_difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    queries: int
+    resamples: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"mean_difference": self.mean_difference, "ci_low": self.ci_low, "ci_high": self.ci_high,
+                "p_value": self.p_value, "queries": self.queries, "resamples": self.resamples}
+
+
+def paired_test(
+    system: Mapping[str, float], baseline: Mapping[str, float], *, resamples: int = 10_000, seed: int = 0
+) -> PairedTest:
+    """Paired randomization test and bootstrap CI of the mean per-query difference `system - baseline`.
+
+    Both mappings are query id -> metric value and must cover the same queries (evaluate every query
+    of the split for both systems first; a query missing on one side is an error, not a silent drop).
+    The randomization test flips the sign of each query's difference at random (the null hypothesis:
+    the two systems are exchangeable on every query); p counts resamples at least as extreme as the
+    observed mean, plus one, over resamples plus one, so it is never 0.
+    """
+    import numpy as np
+
+    if set(system) != set(baseline):
+        only = sorted(set(system) ^ set(baseline))[:5]
+        raise R2RError(f"paired_test needs the same queries on both sides; they differ on {only}")
+    if not system:
+        raise R2RError("paired_test needs at least one query")
+    if resamples < 1:
+        raise R2RError(f"paired_test needs resamples >= 1, got {resamples}")
+    query_ids = sorted(system)
+    diffs = np.array([system[q] - baseline[q] for q in query_ids], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    observed = float(diffs.mean())
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(resamples, diffs.size))
+    flipped = np.abs((signs * diffs).mean(axis=1))
+    extreme = int(np.count_nonzero(flipped >= abs(observed) - 1e-12))
+    picks = rng.integers(0, diffs.size, size=(resamples, diffs.size))
+    boot = diffs[picks].mean(axis=1)
+    low, high = np.quantile(boot, [0.025, 0.975])
+    return PairedTest(observed, float(low), float(high), (extreme + 1) / (resamples + 1), diffs.size, resamples)
+
+
 # --------------------------------------------------------------------------- the systems table
 
 

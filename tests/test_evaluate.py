@@ -72,3 +72,28 @@ def test_table_has_one_row_per_system() -> None:
     table = format_table([evaluate_run(run, QRELS)])
     assert table.splitlines()[0].startswith("| system | queries | nDCG@10 | MRR@10")
     assert "| bm25 | 3 |" in table
+
+
+def test_paired_test_detects_a_consistent_gain_and_not_noise() -> None:
+    from r2r_core.evaluate import paired_test
+
+    queries = [f"q{i}" for i in range(30)]
+    baseline = {q: 0.2 for q in queries}
+    better = {q: 0.2 + 0.1 + 0.01 * (i % 3) for i, q in enumerate(queries)}
+    result = paired_test(better, baseline, resamples=2000)
+    assert result.mean_difference == pytest.approx(0.11, abs=1e-9)
+    assert result.p_value < 0.01
+    assert result.ci_low > 0.0 and result.ci_high < 0.13
+    # Half the queries up, half down by the same amount: no evidence of a difference.
+    noisy = {q: 0.2 + (0.1 if i % 2 else -0.1) for i, q in enumerate(queries)}
+    null = paired_test(noisy, baseline, resamples=2000)
+    assert null.p_value > 0.5
+    assert null.ci_low < 0.0 < null.ci_high
+
+
+def test_paired_test_refuses_mismatched_queries() -> None:
+    from r2r_core.errors import R2RError
+    from r2r_core.evaluate import paired_test
+
+    with pytest.raises(R2RError, match="same queries"):
+        paired_test({"q1": 1.0, "q2": 0.0}, {"q1": 0.0})
