@@ -18,9 +18,16 @@ reranker), and a list of systems, each given as a spec (``parse_system``):
 
 Metrics (``EvaluationReport`` rows; None = does not apply):
 
-* nDCG@10, MRR@10, Recall@100 with ir-measures over EVERY judged query of the split
-  (``evaluate_run``: a query a system returns nothing for scores 0). With depth 100 every reranker
-  re-orders the same 100 candidates, so Recall@100 is the same for all of them by construction.
+* nDCG@10, MRR@10 and recall with ir-measures over EVERY judged query of the split
+  (``evaluate_run``: a query a system returns nothing for scores 0). Recall is Recall@100 at depth
+  >= 100 (the paper's), else R@depth (``recall_measure``): a 10-deep list has nothing past rank 10,
+  so its "Recall@100" would be R@10 under a misleading name. Every reranker re-orders the same
+  candidates, so recall at the depth is the same for all of them by construction.
+* Significance against BM25, for every other system: ``paired_test`` (paired randomization test and
+  95% bootstrap CI of the mean per-query nDCG@10 difference, seeded) over the queries the system
+  shares with the BM25 candidates, which are always scored as the baseline even without a bm25 row.
+  Stored in ``metrics`` under the ``SIGNIFICANCE`` names (None in BM25's row); ``table_markdown`` and
+  the app fold them into "Δ nDCG@10 vs BM25 [95% CI]" and "p vs BM25" (with the paired queries).
 * Agreement with the teacher, where the store holds teacher rows for the split (reference: the
   teacher's order of the candidates it judged, ties broken by BM25 rank as ``teacher_run`` does):
   "tau@10 vs teacher" = Kendall tau-b between the teacher's top-10 judged candidates in the teacher's
@@ -30,9 +37,10 @@ Metrics (``EvaluationReport`` rows; None = does not apply):
   (ok ``pairwise`` / ``pairwise_score`` rows, both orders averaged, 50/50 pairs left out) when the
   split has any, else every pair of judged candidates ordered by the teacher's ranking. Not reported
   for the teacher itself (it is the reference).
-* Explanation quality of students, on a capped sample of (query, document) pairs (``explain_cap``):
-  the pairs with an ok teacher ``direct`` rationale (round-robin over queries, so the cap spreads over
-  queries), or, when the split has none, each query's top BM25 candidate.
+* Explanation quality of students, on a seeded random sample of ``explain_sample`` (query, candidate)
+  pairs from the candidates of every query (``explanation_sample``): the relevant candidates (qrels
+  grade >= 1) up to half the sample, or more when there are too few others, the rest non-relevant.
+  A sampled pair keeps the teacher's ok ``direct`` rationale for it, when there is one, for ROUGE-L.
   "evidence in doc": the share of the student's evidence found in the document by the teacher's own
   matcher (``check_evidence``): for a generating student the quote it wrote, found or not; for the
   fast scorer its evidence spans (``evidence_checks``).
@@ -50,17 +58,18 @@ Metrics (``EvaluationReport`` rows; None = does not apply):
 from __future__ import annotations
 
 import platform
+import random
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from r2r_core.data.model import Collection, Run, ScoredDoc
+from r2r_core.data.model import Collection, Qrels, Run, ScoredDoc
 from r2r_core.data.trec import write_run
 from r2r_core.errors import R2RError
 from r2r_core.evaluate import (
@@ -69,6 +78,7 @@ from r2r_core.evaluate import (
     SystemResult,
     evaluate_run,
     pair_agreement,
+    paired_test,
     rouge_l,
     top_k_tau,
 )
@@ -78,7 +88,7 @@ from r2r_core.teacher.aggregate import RANK_BY, pair_share, teacher_run
 from r2r_core.teacher.parsing import check_evidence
 
 __all__ = [
-    "RANKING_MEASURES",
+    "SIGNIFICANCE",
     "SYSTEM_FORMS",
     "SystemSpec",
     "TeacherReference",
@@ -88,11 +98,16 @@ __all__ = [
     "explanation_sample",
     "parse_system",
     "plot_per_query",
+    "ranking_measures",
+    "recall_measure",
+    "significance",
+    "significance_cells",
+    "table_markdown",
     "teacher_reference",
 ]
 
 SYSTEM_FORMS = ("bm25", "minilm-biencoder", "teacher[:RANK_BY]", "student:PATH[:LABEL]")
-RANKING_MEASURES = ("nDCG@10", "RR@10", "R@100")
+RECALL_DEPTH = 100  # the paper reports Recall@100
 TAU_K = 10
 TAU = f"tau@{TAU_K} vs teacher"
 PAIRS = "pair agreement vs teacher"
@@ -100,6 +115,17 @@ EVIDENCE = "evidence in doc"
 CONSISTENCY = "label-reason consistency"
 ROUGE = "ROUGE-L F vs teacher"
 LATENCY = "median ms/query"
+# The paired test against BM25 (``significance``), kept as plain numbers in ``SystemResult.metrics`` so
+# report.json stays loadable by every version of ``EvaluationReport``.
+DELTA = "Δ nDCG@10 vs BM25"
+DELTA_LOW = "Δ nDCG@10 vs BM25 95% CI low"
+DELTA_HIGH = "Δ nDCG@10 vs BM25 95% CI high"
+P_VALUE = "p vs BM25 (nDCG@10)"
+PAIRED = "queries paired with BM25"
+SIGNIFICANCE = (DELTA, DELTA_LOW, DELTA_HIGH, P_VALUE, PAIRED)
+SIGNIFICANCE_RESAMPLES = 10_000
+DELTA_COLUMN = "Δ nDCG@10 vs BM25 [95% CI]"
+P_COLUMN = "p vs BM25"
 _JUDGED_KINDS = {
     "score": ("pointwise_score",),
     "label": ("direct",),
@@ -311,27 +337,38 @@ class SamplePair:
 
 
 def explanation_sample(
-    rows: Iterable[RationaleRow], candidates: Run, query_ids: Sequence[str], cap: int
+    rows: Iterable[RationaleRow], candidates: Run, query_ids: Sequence[str], size: int, *, qrels: Qrels,
+    seed: int = 0,
 ) -> list[SamplePair]:
-    """Up to ``cap`` pairs to explain: teacher-direct pairs round-robin over queries, else BM25 top-1s."""
-    if cap < 0:
-        raise R2RError(f"the explanation sample cap must be >= 0, got {cap}")
-    wanted = set(query_ids)
-    by_query: dict[str, dict[str, str]] = defaultdict(dict)
+    """A seeded random sample of ``size`` (query, candidate) pairs over the candidates of ``query_ids``.
+
+    The relevant candidates (grade >= 1 in ``qrels``) take up to half the sample, more when there are
+    too few non-relevant ones to fill it, because at random they would be a handful: explanations of
+    relevant documents are the ones a user reads. Every pair when there are fewer than ``size``. Pairs
+    come back in query order, then candidate rank; each keeps the teacher's ok ``direct`` rationale for
+    it (for ROUGE-L), if ``rows`` have one.
+    """
+    if size < 0:
+        raise R2RError(f"the explanation sample size must be >= 0, got {size}")
+    pool = list(dict.fromkeys((q, d) for q in query_ids for d in candidates.doc_ids(q)))
+    relevant_ids = {q: qrels.relevant(q) for q in dict.fromkeys(query_ids)}
+    relevant = [(q, d) for q, d in pool if d in relevant_ids[q]]
+    others = [(q, d) for q, d in pool if d not in relevant_ids[q]]
+    num_relevant = min(len(relevant), max(size // 2, size - len(others)))
+    rng = random.Random(seed)
+    chosen = set(rng.sample(relevant, num_relevant)) | set(rng.sample(others, min(len(others), size - num_relevant)))
+    references = _direct_rationales(rows, chosen)
+    return [SamplePair(q, d, references.get((q, d))) for q, d in pool if (q, d) in chosen]
+
+
+def _direct_rationales(rows: Iterable[RationaleRow], pairs: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The first ok, non-empty teacher ``direct`` reasoning of each of ``pairs`` that has one."""
+    found: dict[tuple[str, str], str] = {}
     for row in rows:
-        if (row.kind == "direct" and row.status == "ok" and row.reasoning.strip() and row.query_id in wanted
-                and row.doc_id in candidates.scores(row.query_id)):
-            by_query[row.query_id].setdefault(row.doc_id, row.reasoning)
-    if not by_query:
-        top = [SamplePair(q, candidates.doc_ids(q)[0], None) for q in query_ids if candidates.doc_ids(q)]
-        return top[:cap]
-    queues = [[SamplePair(q, d, by_query[q][d]) for d in sorted(by_query[q])] for q in sorted(by_query)]
-    sample: list[SamplePair] = []
-    while len(sample) < cap and any(queues):
-        for queue in queues:
-            if queue and len(sample) < cap:
-                sample.append(queue.pop(0))
-    return sample
+        pair = (row.query_id, row.doc_id)
+        if row.kind == "direct" and row.status == "ok" and row.reasoning.strip() and pair in pairs:
+            found.setdefault(pair, row.reasoning)
+    return found
 
 
 def evidence_checks(explanation: Explanation, document: str) -> list[bool]:
@@ -396,6 +433,60 @@ def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def recall_measure(depth: int) -> str:
+    """R@100 (shown "Recall@100") at depth >= 100, else R@depth: a shorter list has nothing past its depth."""
+    return f"R@{min(depth, RECALL_DEPTH)}"
+
+
+def ranking_measures(depth: int) -> tuple[str, ...]:
+    """The ir-measures names of the table's ranking columns for BM25 candidates of ``depth``."""
+    return ("nDCG@10", "RR@10", recall_measure(depth))
+
+
+def significance(system: Mapping[str, float], baseline: Mapping[str, float], *, seed: int = 0
+                 ) -> dict[str, float | None]:
+    """``paired_test`` of per-query nDCG@10 against BM25 over the queries both have, as ``SIGNIFICANCE`` metrics.
+
+    All None when they share no query (nothing to pair).
+    """
+    shared = set(system) & set(baseline)
+    if not shared:
+        return dict.fromkeys(SIGNIFICANCE)
+    test = paired_test({q: system[q] for q in shared}, {q: baseline[q] for q in shared},
+                       resamples=SIGNIFICANCE_RESAMPLES, seed=seed)
+    return {DELTA: test.mean_difference, DELTA_LOW: test.ci_low, DELTA_HIGH: test.ci_high, P_VALUE: test.p_value,
+            PAIRED: float(test.queries)}
+
+
+def significance_cells(metrics: Mapping[str, float | None]) -> dict[str, str]:
+    """The paired test in a row's ``metrics`` as two readable cells; "—" where there is none (BM25's own row)."""
+    if metrics.get(P_VALUE) is None:
+        return {DELTA_COLUMN: "—", P_COLUMN: "—"}
+    return {DELTA_COLUMN: f"{metrics[DELTA]:+.4f} [{metrics[DELTA_LOW]:+.4f}, {metrics[DELTA_HIGH]:+.4f}]",
+            P_COLUMN: f"{metrics[P_VALUE]:.4f} (n={metrics[PAIRED]:.0f})"}
+
+
+def _without_significance(report: EvaluationReport) -> EvaluationReport:
+    """A copy of ``report`` whose rows drop the ``SIGNIFICANCE`` numbers (shown as cells instead)."""
+    return replace(report, systems=[replace(s, metrics={m: v for m, v in s.metrics.items() if m not in SIGNIFICANCE})
+                                    for s in report.systems])
+
+
+def table_markdown(report: EvaluationReport) -> str:
+    """``EvaluationReport.to_markdown`` with the paired test folded into two readable columns at the end.
+
+    Reports made before the test (no ``SIGNIFICANCE`` numbers) come out exactly as ``to_markdown`` has them.
+    """
+    table = _without_significance(report).to_markdown()
+    if not any(P_VALUE in s.metrics for s in report.systems):
+        return table
+    header, rule, *rows = table.splitlines()
+    lines = [f"{header} {DELTA_COLUMN} | {P_COLUMN} |", rule + "---|---|"]
+    lines += [f"{row} " + " | ".join(significance_cells(s.metrics).values()) + " |"
+              for row, s in zip(rows, report.systems, strict=True)]
+    return "\n".join(lines)
+
+
 def evaluate_systems(
     collection: Collection,
     split: str,
@@ -408,7 +499,8 @@ def evaluate_systems(
     teacher_rows: Sequence[RationaleRow] = (),
     teacher_model: str = "",
     teacher_rank_by: str | None = None,
-    explain_cap: int = 20,
+    explain_sample: int = 100,
+    seed: int = 0,
     device: str | None = None,
     progress: bool = True,
 ) -> EvaluationReport:
@@ -417,10 +509,13 @@ def evaluate_systems(
     ``teacher_rows``: the stored rationales of ``teacher_model`` for this collection (any split; only
     the split's queries are used). Writes into ``out_dir``: ``runs/<name>.trec`` per system,
     ``report.json`` (``EvaluationReport``), ``table.md``, ``per_query_ndcg10.tsv`` and
-    ``per_query_ndcg10.png`` (when there is a BM25 row and another system).
+    ``per_query_ndcg10.png`` (when there is a BM25 row and another system). ``seed`` fixes the
+    explanation sample and the paired tests' resamples.
     """
     if not specs:
         raise R2RError("no systems to evaluate: give at least one --system")
+    if depth < 1:
+        raise R2RError(f"the BM25 depth must be >= 1 candidate per query, got {depth}")
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise R2RError(f"two systems share a name {sorted({n for n in names if names.count(n) > 1})}: "
@@ -440,7 +535,12 @@ def evaluate_systems(
     if any(s.kind == "teacher" for s in specs) and reference is None:
         raise R2RError(f"system 'teacher': the store has no usable rationales of {teacher_model or 'any model'} "
                        f"for {collection.name}/{split} (run `r2r teach` first, or pick --teacher-model)")
-    sample = explanation_sample(rows, candidates, query_ids, explain_cap)
+    sample = explanation_sample(rows, candidates, query_ids, explain_sample, qrels=collection.qrels, seed=seed)
+    measures = ranking_measures(depth)
+    # The BM25 candidates are the baseline of every paired test, whether or not bm25 is a row.
+    baseline = evaluate_run(candidates, collection.qrels, query_ids, measures=("nDCG@10",),
+                            excluded=collection.excluded)
+    baseline_ndcg = {q: values["nDCG@10"] for q, values in baseline.per_query.items()}
 
     results: list[SystemResult] = []
     per_query: dict[str, dict[str, float]] = {}
@@ -452,26 +552,29 @@ def evaluate_systems(
         run.name = spec.name
         run_file = Path("runs") / f"{spec.name}.trec"
         write_run(run, out_dir / run_file, tag=spec.name)
-        evaluated = evaluate_run(run, collection.qrels, query_ids, measures=RANKING_MEASURES,
-                                 excluded=collection.excluded)
+        evaluated = evaluate_run(run, collection.qrels, query_ids, measures=measures, excluded=collection.excluded)
+        ndcg = {q: values["nDCG@10"] for q, values in evaluated.per_query.items()}
         # Every row has the same columns in the same order; None where a metric does not apply.
         metrics: dict[str, float | None] = {DISPLAY_NAMES.get(m, m): v for m, v in evaluated.means().items()}
+        tested = dict.fromkeys(SIGNIFICANCE) if spec.kind == "bm25" else significance(ndcg, baseline_ndcg, seed=seed)
+        metrics.update(tested)
         if reference is not None:
             metrics.update({TAU: None, PAIRS: None} if spec.kind == "teacher" else agreement(reference, run))
         if any(s.kind == "student" for s in specs):
             metrics.update({EVIDENCE: None, CONSISTENCY: None, ROUGE: None, **extra})
         metrics[LATENCY] = _median(latencies)
         if spec.kind == "teacher":
-            notes.append(_teacher_subset_note(reference, evaluated, candidates, collection))
-        per_query[spec.name] = {q: values["nDCG@10"] for q, values in evaluated.per_query.items()}
+            notes.append(_teacher_subset_note(reference, ndcg, baseline_ndcg, seed=seed))
+        per_query[spec.name] = ndcg
         results.append(SystemResult(spec.name, spec.label, metrics, evaluated.num_queries, str(run_file),
                                     "; ".join(notes)))
 
     num_judged = sum(1 for q in query_ids if collection.qrels.get(q))
+    notes = _report_notes(reference, sample, collection.qrels, len(query_ids), num_judged, depth=depth, seed=seed)
     report = EvaluationReport(
         collection=collection.name, split=split, depth=depth, command=command,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"), systems=results, per_query=per_query,
-        machine=machine_description(), notes=_report_notes(reference, sample, len(query_ids), num_judged), files=files,
+        machine=machine_description(), notes=notes, files=files,
     )
     if plot_per_query(report, out_dir / files["plot"]) is None:
         del report.files["plot"]
@@ -509,23 +612,34 @@ def _run_system(spec: SystemSpec, collection: Collection, candidates: Run, retri
     return run, latencies, extra, [f"{spec.path} ({type(student).__name__}, {kind}); explained {len(sample)} pairs"]
 
 
-def _teacher_subset_note(reference: TeacherReference, evaluated, candidates: Run, collection: Collection) -> str:
-    """nDCG@10 of the teacher and of BM25 on the queries the teacher judged (context; not a table number)."""
-    covered = sorted(q for q, docs in reference.judged.items() if docs and q in evaluated.per_query)
+def _teacher_subset_note(reference: TeacherReference, ndcg: Mapping[str, float], baseline: Mapping[str, float],
+                         *, seed: int) -> str:
+    """nDCG@10 of the teacher and of BM25, and the paired test, on the queries the teacher judged only.
+
+    Context, not a table number: the table's row (and its test) also counts the queries the teacher left
+    in BM25 order, which can only dilute the difference.
+    """
+    covered = sorted(q for q, docs in reference.judged.items() if docs and q in ndcg and q in baseline)
     if not covered:
         return "none of the judged queries of the split has teacher rows"
-    base = evaluate_run(candidates, collection.qrels, covered, measures=("nDCG@10",), excluded=collection.excluded)
-    teacher = statistics.fmean(evaluated.per_query[q]["nDCG@10"] for q in covered)
-    return (f"on the {len(covered)} queries it judged only: nDCG@10 {teacher:.4f} (BM25 {base.mean('nDCG@10'):.4f} "
-            "on the same queries)")
+    teacher = {q: ndcg[q] for q in covered}
+    cells = significance_cells(significance(teacher, baseline, seed=seed))
+    return (f"on the {len(covered)} queries it judged only: nDCG@10 {statistics.fmean(teacher.values()):.4f} "
+            f"(BM25 {statistics.fmean(baseline[q] for q in covered):.4f} on the same queries; "
+            f"{DELTA_COLUMN} {cells[DELTA_COLUMN]}, {P_COLUMN} {cells[P_COLUMN]})")
 
 
-def _report_notes(reference: TeacherReference | None, sample: Sequence[SamplePair], num_queries: int,
-                  num_judged: int) -> list[str]:
+def _report_notes(reference: TeacherReference | None, sample: Sequence[SamplePair], qrels: Qrels, num_queries: int,
+                  num_judged: int, *, depth: int, seed: int) -> list[str]:
+    recall = recall_measure(depth)
     notes = [
-        f"nDCG@10, MRR@10 and Recall@100 (ir-measures) average over every judged query of the split "
-        f"({num_judged} of its {num_queries} queries have judgments); every reranker re-orders the same BM25 "
-        "candidates.",
+        f"nDCG@10, MRR@10 and {DISPLAY_NAMES.get(recall, recall)} (ir-measures) average over every judged query of "
+        f"the split ({num_judged} of its {num_queries} queries have judgments); every reranker re-orders the same "
+        f"{depth} BM25 candidates per query"
+        + (f", so recall is taken at {depth}, not at {RECALL_DEPTH}." if depth < RECALL_DEPTH else "."),
+        f"{DELTA_COLUMN}: the mean per-query nDCG@10 difference, system minus the BM25 candidates, with its 95% "
+        f"bootstrap percentile interval; {P_COLUMN}: two-sided paired randomization (sign-flip) test; "
+        f"{SIGNIFICANCE_RESAMPLES} resamples each, seed {seed}, over the n queries a system shares with BM25.",
     ]
     if reference is None:
         notes.append("no teacher rows for this split: agreement with the teacher is not reported.")
@@ -536,14 +650,17 @@ def _report_notes(reference: TeacherReference | None, sample: Sequence[SamplePai
                      f"{reference.num_judged} of {num_queries} queries; {TAU} = Kendall tau-b on the teacher's "
                      f"top-{TAU_K} judged candidates; {PAIRS} over {source}.")
     with_reference = sum(1 for p in sample if p.reference is not None)
-    notes.append(f"explanations: {len(sample)} (query, document) pairs, {with_reference} with a teacher direct "
-                 "rationale" + ("" if with_reference else " (none: BM25 top-1 per query; no ROUGE-L)") + ".")
+    relevant = sum(1 for p in sample if p.doc_id in qrels.relevant(p.query_id))
+    notes.append(f"explanations: {len(sample)} (query, candidate) pairs drawn at random (seed {seed}) from the "
+                 f"candidates of every query, {relevant} of them relevant (relevant candidates fill up to half the "
+                 f"sample), {with_reference} with a teacher direct rationale"
+                 + ("" if with_reference else " (no ROUGE-L)") + ".")
     return notes
 
 
 def _table_document(report: EvaluationReport) -> str:
     lines = [f"# {report.collection} / {report.split}: BM25 top-{report.depth} reranked", "",
-             report.to_markdown(), "", f"Made by: `{report.command}` ({report.created_at}; {report.machine})", ""]
+             table_markdown(report), "", f"Made by: `{report.command}` ({report.created_at}; {report.machine})", ""]
     lines += [f"- {note}" for note in report.notes]
     lines += [f"- {s.label}: {s.notes}" for s in report.systems if s.notes]
     return "\n".join(lines) + "\n"

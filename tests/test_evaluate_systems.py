@@ -15,7 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from r2r_core.cli import app
-from r2r_core.data.model import Collection, Run
+from r2r_core.data.model import Collection, Document, Qrels, Query, Run
 from r2r_core.data.trec import read_run
 from r2r_core.errors import R2RError
 from r2r_core.evaluate import (
@@ -31,16 +31,29 @@ from r2r_core.store import RationaleRow, Store
 from r2r_core.student.api import Explanation
 from r2r_core.systems import (
     CONSISTENCY,
+    DELTA,
+    DELTA_COLUMN,
+    DELTA_HIGH,
+    DELTA_LOW,
     EVIDENCE,
     LATENCY,
+    P_COLUMN,
+    P_VALUE,
+    PAIRED,
     PAIRS,
     ROUGE,
+    SIGNIFICANCE,
     TAU,
     SamplePair,
     agreement,
+    evaluate_systems,
     explanation_quality,
     explanation_sample,
     parse_system,
+    ranking_measures,
+    recall_measure,
+    significance,
+    table_markdown,
     teacher_reference,
 )
 
@@ -154,23 +167,54 @@ def test_teacher_reference_without_usable_rows_is_none() -> None:
 # --------------------------------------------------------------------------- explanations
 
 
-def test_explanation_sample_round_robin_over_queries_with_a_cap() -> None:
-    candidates = Run.from_scores("bm25", {"q1": {"a": 2.0, "b": 1.0}, "q2": {"c": 2.0, "d": 1.0}})
+# 6 queries x 30 candidates; 2 relevant ones per query (12 in all), one of them judged 0 elsewhere
+SAMPLE_CANDIDATES = Run.from_scores("bm25", {f"q{i}": {f"q{i}-d{j}": 30.0 - j for j in range(30)} for i in range(6)})
+SAMPLE_QRELS = Qrels({f"q{i}": {f"q{i}-d{3 * i}": 2, f"q{i}-d{3 * i + 7}": 1, "q0-d1": 0} for i in range(6)})
+SAMPLE_QUERIES = [f"q{i}" for i in range(6)]
+
+
+def _sample(size: int, seed: int, rows: list[RationaleRow] | None = None) -> list[SamplePair]:
+    return explanation_sample(rows or [], SAMPLE_CANDIDATES, SAMPLE_QUERIES, size, qrels=SAMPLE_QRELS, seed=seed)
+
+
+def test_explanation_sample_is_seeded_sized_and_holds_the_relevant_candidates() -> None:
+    relevant = {(q, d) for q in SAMPLE_QUERIES for d in SAMPLE_QRELS.relevant(q)}
+    sample = _sample(100, seed=0)
+    pairs = [(p.query_id, p.doc_id) for p in sample]
+    assert len(pairs) == 100 and len(set(pairs)) == 100
+    assert all(d in SAMPLE_CANDIDATES.doc_ids(q) for q, d in pairs)
+    assert relevant <= set(pairs)  # all 12: fewer than half the sample
+    assert len({q for q, _ in pairs}) == 6  # drawn over every query, not the first few
+    assert _sample(100, seed=0) == sample  # deterministic for a seed
+    assert _sample(100, seed=1) != sample and relevant <= {(p.query_id, p.doc_id) for p in _sample(100, seed=1)}
+    # relevant candidates take at most half the sample: 10 of the 12 here, a different 10 per seed
+    small = [(p.query_id, p.doc_id) for p in _sample(20, seed=0)]
+    assert len(small) == 20 and len(relevant & set(small)) == 10
+    assert {p for p in small if p in relevant} != {(p.query_id, p.doc_id) for p in _sample(20, seed=3)
+                                                   if (p.query_id, p.doc_id) in relevant}
+    # fewer pairs than asked: every one of them
+    everything = _sample(1000, seed=0)
+    assert [(p.query_id, p.doc_id) for p in everything] == [(q, d) for q in SAMPLE_QUERIES
+                                                            for d in SAMPLE_CANDIDATES.doc_ids(q)]
+    assert _sample(0, seed=0) == []
+    # too few non-relevant candidates to fill the rest: more relevant ones instead
+    mostly_relevant = Qrels({"q0": {f"q0-d{j}": 1 for j in range(28)}})
+    full = explanation_sample([], SAMPLE_CANDIDATES, ["q0"], 10, qrels=mostly_relevant, seed=0)
+    assert len(full) == 10 and sum(p.doc_id in mostly_relevant.relevant("q0") for p in full) == 8
+    with pytest.raises(R2RError, match="sample size must be >= 0"):
+        _sample(-1, seed=0)
+
+
+def test_explanation_sample_keeps_the_teacher_direct_rationale_of_a_sampled_pair() -> None:
     rows = [
-        _row("direct", "q1", "a", label=2, reasoning="because a"),
-        _row("direct", "q1", "b", label=0, reasoning="because b"),
-        _row("direct", "q2", "d", label=1, reasoning="because d"),
-        _row("direct", "q2", "zz", label=1, reasoning="not a candidate"),
-        _row("direct", "q2", "c", label=1, reasoning="", status="invalid", failure_kind="invalid_json"),
+        _row("direct", "q0", "q0-d0", label=2, reasoning="because d0"),
+        _row("direct", "q0", "q0-d0", label=1, reasoning="a second answer"),  # the first ok one counts
+        _row("direct", "q1", "q1-d3", label=2, reasoning="", status="invalid", failure_kind="invalid_json"),
+        _row("pointwise_score", "q1", "q1-d10", score=0.9),  # not a rationale
     ]
-    sample = explanation_sample(rows, candidates, ["q1", "q2"], cap=2)
-    assert sample == [SamplePair("q1", "a", "because a"), SamplePair("q2", "d", "because d")]
-    assert len(explanation_sample(rows, candidates, ["q1", "q2"], cap=10)) == 3
-    # no direct rows: each query's top BM25 candidate, without a reference
-    assert explanation_sample([], candidates, ["q1", "q2"], cap=5) == [SamplePair("q1", "a", None),
-                                                                      SamplePair("q2", "c", None)]
-    with pytest.raises(R2RError, match=">= 0"):
-        explanation_sample([], candidates, ["q1"], cap=-1)
+    sample = {(p.query_id, p.doc_id): p.reference for p in _sample(200, seed=0, rows=rows)}
+    assert sample[("q0", "q0-d0")] == "because d0"
+    assert sample[("q1", "q1-d3")] is None and sample[("q1", "q1-d10")] is None
 
 
 class ScriptedStudent:
@@ -235,6 +279,70 @@ def test_parse_system_forms() -> None:
             parse_system(bad)
 
 
+# --------------------------------------------------------------------------- recall depth, significance
+
+
+def test_recall_is_recall_at_100_only_at_depth_100_or_more() -> None:
+    assert recall_measure(100) == recall_measure(1000) == "R@100"
+    assert recall_measure(10) == "R@10" and recall_measure(99) == "R@99"
+    assert ranking_measures(10) == ("nDCG@10", "RR@10", "R@10")
+    assert ranking_measures(100) == ("nDCG@10", "RR@10", "R@100")
+
+
+def test_significance_pairs_the_queries_shared_with_bm25() -> None:
+    base = {"a": 0.2, "b": 0.4, "c": 0.1, "d": 0.0}
+    better = {"a": 0.5, "b": 0.6, "c": 0.3}  # "d" missing: tested over the other three
+    result = significance(better, base)
+    assert result[PAIRED] == 3 and result[DELTA] == pytest.approx((0.3 + 0.2 + 0.2) / 3)
+    assert result == significance(better, base, seed=0)  # seeded
+    assert significance({"x": 1.0}, base) == dict.fromkeys(SIGNIFICANCE)  # nothing shared: nothing tested
+
+
+class FixedRetriever:
+    """BM25 stand-in with a known order: every query's relevant document last of its three candidates."""
+
+    def __init__(self, candidates: Run) -> None:
+        self.candidates = candidates
+
+    def retrieve(self, collection: Collection, split: str | None, k: int | None = None, **kwargs: Any) -> Run:
+        return Run(kwargs.get("name", "bm25"), {q: self.candidates[q][:k] for q in collection.split_queries(split)})
+
+    def search(self, query: str, k: int | None = None, *, query_id: str | None = None) -> list:
+        return self.candidates[query_id][:k]
+
+
+def test_a_system_better_on_every_query_is_significant_and_bm25_has_no_test(tmp_path: Path) -> None:
+    # 8 queries; BM25 puts the relevant document third (nDCG@10 0.5), the teacher's P(Yes) first (1.0)
+    queries = [f"q{i}" for i in range(8)]
+    documents = {f"{q}-{d}": Document(f"{q}-{d}", f"text {d} of {q}") for q in queries for d in ("a", "b", "rel")}
+    collection = Collection("hand", documents, {q: Query(q, f"question {q}", "test") for q in queries},
+                            Qrels({q: {f"{q}-rel": 1} for q in queries}))
+    candidates = Run.from_scores("bm25", {q: {f"{q}-a": 3.0, f"{q}-b": 2.0, f"{q}-rel": 1.0} for q in queries})
+    rows = [_row("pointwise_score", q, f"{q}-{d}", score=p) for q in queries for d, p in (("rel", 0.9), ("a", 0.2))]
+    report = evaluate_systems(collection, "test", [parse_system("bm25"), parse_system("teacher")],
+                              retriever=FixedRetriever(candidates), depth=3, out_dir=tmp_path, command="r2r test",
+                              teacher_rows=rows, teacher_model="teacher-x", explain_sample=4, progress=False)
+    teacher, bm25 = report.system("teacher").metrics, report.system("bm25").metrics
+    assert teacher[DELTA] == pytest.approx(0.5) and teacher[PAIRED] == 8
+    assert 0 < teacher[DELTA_LOW] <= teacher[DELTA_HIGH] and teacher[P_VALUE] < 0.05
+    assert all(bm25[m] is None for m in SIGNIFICANCE)
+    assert "R@3" in teacher and "Recall@100" not in teacher
+    # report.json keeps the numbers; the table shows them readably, BM25's row "—"
+    assert EvaluationReport.load(tmp_path / "report.json") == report
+    header, _, bm25_row, teacher_row = table_markdown(report).splitlines()
+    assert header.startswith("| system | queries | nDCG@10 | MRR@10 | R@3 |")
+    assert header.endswith(f"| median ms/query | {DELTA_COLUMN} | {P_COLUMN} |")
+    assert bm25_row.endswith("| — | — |")
+    assert teacher_row.endswith(f"| +0.5000 [+0.5000, +0.5000] | {teacher[P_VALUE]:.4f} (n=8) |")
+    assert table_markdown(report) in (tmp_path / "table.md").read_text(encoding="utf-8")
+    assert any("recall is taken at 3, not at 100" in note for note in report.notes)
+
+
+def test_reports_made_before_the_significance_columns_still_load_and_render() -> None:
+    report = EvaluationReport.load(Path(__file__).resolve().parent.parent / "assets" / "eval" / "pydocs-test.json")
+    assert table_markdown(report) == report.to_markdown()
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -290,7 +398,7 @@ def test_command_end_to_end_on_the_tiny_collection(tmp_path: Path, tiny_collecti
     out = tmp_path / "eval"
     args = ["--config", str(config), "evaluate-systems", "--collection", spec, "--split", "test", "--depth", "5",
             "--system", "bm25", "--system", "teacher", "--system", f"student:{untrained_student}:Untrained MiniLM",
-            "--explain-cap", "2", "-o", str(out)]
+            "--explain-cap", "2", "-o", str(out)]  # the old name of --explain-sample still works
     args_without_cap = [a for i, a in enumerate(args) if a != "--explain-cap" and args[i - 1] != "--explain-cap"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -298,21 +406,25 @@ def test_command_end_to_end_on_the_tiny_collection(tmp_path: Path, tiny_collecti
     report = EvaluationReport.load(out / "report.json")
     assert [s.name for s in report.systems] == ["bm25", "teacher", "fast-untrained"]
     # every setting spelled out, so the recorded command re-runs as it was
-    expected = ["r2r", *args_without_cap[:-2], "--teacher-model", "teacher-x", "--explain-cap", "2",
-                "--output", str(out)]
+    expected = ["r2r", *args_without_cap[:-2], "--teacher-model", "teacher-x", "--explain-sample", "2",
+                "--seed", "0", "--output", str(out)]
     assert shlex.split(report.command) == expected
     assert (report.collection, report.split, report.depth) == (loaded.name, "test", 5)
     test_ids = set(loaded.split_queries("test"))
     for system in report.systems:
         run = read_run(out / system.run_file)
         assert set(run) == test_ids  # every query of the split, the full candidate list
-        expected = evaluate_run(run, loaded.qrels, test_ids, measures=("nDCG@10", "RR@10", "R@100"),
+        expected = evaluate_run(run, loaded.qrels, test_ids, measures=("nDCG@10", "RR@10", "R@5"),
                                 excluded=loaded.excluded)
         assert system.queries == len(test_ids)
         assert system.metrics["nDCG@10"] == pytest.approx(expected.mean("nDCG@10"))
         assert system.metrics["MRR@10"] == pytest.approx(expected.mean("RR@10"))
+        assert system.metrics["R@5"] == pytest.approx(expected.mean("R@5"))  # depth 5: recall at 5, not 100
+        assert "Recall@100" not in system.metrics
         assert report.per_query[system.name] == {q: v["nDCG@10"] for q, v in expected.per_query.items()}
         assert system.metrics[LATENCY] is not None and system.metrics[LATENCY] >= 0
+        # paired with BM25 on both test queries, except BM25 itself
+        assert system.metrics[PAIRED] == (None if system.name == "bm25" else 2)
     bm25 = read_run(out / "runs" / "bm25.trec")
     teacher = read_run(out / "runs" / "teacher.trec")
     # the teacher reorders what it judged, the rest stays in BM25 order; q-sort it never saw
@@ -335,11 +447,12 @@ def test_command_end_to_end_on_the_tiny_collection(tmp_path: Path, tiny_collecti
     assert report.system("bm25").metrics[EVIDENCE] is None  # explanation quality applies to students only
     student = report.system("fast-untrained")
     assert student.label == "Untrained MiniLM" and student.metrics[CONSISTENCY] is None
-    assert "explained 1 pairs" in student.notes  # the one pair with a teacher direct rationale
+    assert "explained 2 pairs" in student.notes
     assert (out / "per_query_ndcg10.png").stat().st_size > 1000
     assert (out / "per_query_ndcg10.png").read_bytes()[:4] == b"\x89PNG"
     table = (out / "table.md").read_text(encoding="utf-8")
-    assert report.to_markdown() in table and report.command in table
+    assert table_markdown(report) in table and report.command in table
+    assert f"| {DELTA_COLUMN} | {P_COLUMN} |" in table and "| R@5 |" in table
     assert "| Untrained MiniLM | 2 |" in result.output
     # the report round-trips through its JSON
     assert EvaluationReport.from_dict(json.loads((out / "report.json").read_text())) == report

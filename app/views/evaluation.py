@@ -20,6 +20,7 @@ from app import state
 from r2r_core.data.registry import list_collections
 from r2r_core.errors import R2RError
 from r2r_core.evaluate import EvaluationReport
+from r2r_core.systems import SIGNIFICANCE, significance_cells
 
 CHART = "eval_chart"
 USED = "_eval_selection_used"
@@ -39,11 +40,14 @@ def load(path: str, mtime: float) -> EvaluationReport:
 
 
 def systems_table(report: EvaluationReport) -> pd.DataFrame:
+    """One row per system; the paired test against BM25, where the report has it, as two readable columns."""
     metrics: list[str] = []
     for system in report.systems:
-        metrics.extend(m for m in system.metrics if m not in metrics)
+        metrics.extend(m for m in system.metrics if m not in metrics and m not in SIGNIFICANCE)
+    tested = any(m in SIGNIFICANCE for s in report.systems for m in s.metrics)
     return pd.DataFrame([{"system": s.label, "queries": s.queries, **{m: s.metrics.get(m) for m in metrics},
-                          "notes": s.notes} for s in report.systems])
+                          **(significance_cells(s.metrics) if tested else {}), "notes": s.notes}
+                         for s in report.systems])
 
 
 def per_query_frame(report: EvaluationReport, system: str, texts: dict[str, str]) -> pd.DataFrame:
