@@ -19,6 +19,7 @@ from app.students import (
     student_matrix,
     student_run_id,
 )
+from r2r_core.candidates import HybridRetriever, first_stage
 from r2r_core.config import CONFIG_ENV_VAR, R2RConfig, StudentConfig
 from r2r_core.data.model import Collection
 from r2r_core.data.registry import load_collection
@@ -44,9 +45,9 @@ def collection(spec: str) -> Collection:
 
 
 @st.cache_resource(show_spinner="Starting Lucene and (first time only) building the BM25 index ...")
-def bm25(spec: str) -> BM25Retriever:
-    config = app_config()
-    return BM25Retriever.for_collection(collection(spec), config.paths.index_dir, config.bm25, progress=False)
+def candidates(spec: str) -> BM25Retriever | HybridRetriever:
+    """The configured first stage (`[candidates] mode`: BM25 by default, or BM25 + dense hybrid)."""
+    return first_stage(collection(spec), app_config(), progress=False)
 
 
 def store() -> Store:

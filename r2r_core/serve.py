@@ -30,7 +30,9 @@ Limits and errors (every error answers JSON ``{"message": str, "detail": ...}``;
 -----------------------------------------------------------------------------------------------------
 * body larger than ``max_body_bytes`` -> 413; more than ``max_documents`` documents -> 422 on
   ``body.documents``; empty or blank query, empty document list, blank explain/compare document, wrong
-  types -> 422 naming the field (FastAPI's ``detail`` list, ``loc`` = ["body", field, ...]);
+  types, text holding an unpaired UTF-16 surrogate (JSON's ``"\\ud800"``, which no tokenizer can encode)
+  -> 422 naming the field (FastAPI's ``detail`` list, ``loc`` = ["body", field, ...], e.g.
+  ``body.documents.3``); a body that is not JSON, not UTF-8, or nested too deeply to parse -> 422 on ``body``;
 * documents longer than ``max_chars`` characters are cut to that length; the response says which
   (``results[i].truncated``, ``meta.truncated_documents``, a line in ``meta.warnings``);
 * a request not answered within ``request_timeout_s`` -> 504 (work already on the model thread finishes
@@ -50,13 +52,13 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from r2r_core.config import ServeConfig
@@ -89,6 +91,21 @@ def _not_blank(value: str) -> str:
     return value
 
 
+def _encodable(value: str) -> str:
+    """Refuse an unpaired UTF-16 surrogate: JSON may escape one ("\\ud800"), but it is no Unicode text,
+    and the student's tokenizer would fail on it (a 500) instead of the client hearing which field is wrong."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"contains an unpaired UTF-16 surrogate {value[exc.start]!r} at character {exc.start}; "
+                         "send valid Unicode text") from None
+    return value
+
+
+# Request text the students read: a str that is valid Unicode.
+Text = Annotated[str, AfterValidator(_encodable)]
+
+
 class _Request(BaseModel):
     # Unknown fields are ignored, not refused: Cohere clients send e.g. max_tokens_per_doc or rank_fields.
     model_config = ConfigDict(extra="ignore")
@@ -100,9 +117,18 @@ class RerankDocument(BaseModel):
     text: str
 
 
+def _encodable_document(value: str | RerankDocument) -> str | RerankDocument:
+    _encodable(value if isinstance(value, str) else value.text)
+    return value
+
+
+# Checked as a whole, so an error names the document (body.documents.3), not each member of the union.
+DocumentInput = Annotated[str | RerankDocument, AfterValidator(_encodable_document)]
+
+
 class RerankRequest(_Request):
-    query: str = Field(description="The search query (not empty).")
-    documents: list[str | RerankDocument] = Field(min_length=1, description="Strings or {text} objects.")
+    query: Text = Field(description="The search query (not empty).")
+    documents: list[DocumentInput] = Field(min_length=1, description="Strings or {text} objects.")
     top_n: int | None = Field(None, ge=1, description="Return the best n results (default: all).")
     return_documents: bool = False
     return_evidence: bool = Field(False, description="Add evidence spans and token_truncated to every result.")
@@ -148,8 +174,8 @@ class RerankResponse(BaseModel):
 
 
 class ExplainRequest(_Request):
-    query: str
-    document: str
+    query: Text
+    document: Text
 
     _blank = field_validator("query", "document")(_not_blank)
 
@@ -168,9 +194,9 @@ class ExplainResponse(BaseModel):
 
 
 class CompareRequest(_Request):
-    query: str
-    document_a: str
-    document_b: str
+    query: Text
+    document_a: Text
+    document_b: Text
 
     _blank = field_validator("query", "document_a", "document_b")(_not_blank)
 
@@ -597,8 +623,23 @@ def _error_body(detail: Any) -> dict[str, Any]:
     return {"message": message, "detail": jsonable_encoder(detail)}
 
 
+def _unparsable_body(exc: StarletteHTTPException) -> str | None:
+    """Why FastAPI could not parse a JSON body, when its 400 ("There was an error parsing the body") says no more."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return None
+    if isinstance(cause, RecursionError):
+        return "the JSON is nested too deeply to parse"
+    if isinstance(cause, UnicodeDecodeError):
+        return f"not valid UTF-8 (byte {cause.start + 1} of the body); send JSON encoded as UTF-8"
+    return None
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # FastAPI's HTTPException, and Starlette's own 404 / 405
+    why = _unparsable_body(exc)
+    if why is not None:  # answered like FastAPI's own "JSON decode error": 422 on the body
+        return JSONResponse(_error_body([{"loc": ["body"], "msg": why, "type": "json_invalid"}]), status_code=422)
     return JSONResponse(_error_body(exc.detail), status_code=exc.status_code, headers=exc.headers)
 
 

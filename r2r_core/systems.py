@@ -16,6 +16,9 @@ reranker), and a list of systems, each given as a spec (``parse_system``):
     student:PATH[:LABEL]    any saved student (``load_student``): ``rank`` over the candidates (paths
                             containing ":" are not supported)
 
+``check_systems`` checks every spec's files (a student folder must hold a saved student) before any
+work, so a bad spec fails at once, never after the systems before it have run.
+
 Metrics (``EvaluationReport`` rows; None = does not apply):
 
 * nDCG@10, MRR@10 and recall with ir-measures over EVERY judged query of the split
@@ -92,6 +95,7 @@ __all__ = [
     "SYSTEM_FORMS",
     "SystemSpec",
     "TeacherReference",
+    "check_systems",
     "evaluate_systems",
     "evidence_checks",
     "explanation_quality",
@@ -148,10 +152,17 @@ class SystemSpec:
     label: str
     path: Path | None = None
     rank_by: str | None = None
+    text: str = ""  # the spec as given, for messages
 
 
 def parse_system(spec: str) -> SystemSpec:
-    """``bm25`` | ``minilm-biencoder`` | ``teacher[:RANK_BY]`` | ``student:PATH[:LABEL]`` -> SystemSpec."""
+    """``bm25`` | ``minilm-biencoder`` | ``teacher[:RANK_BY]`` | ``student:PATH[:LABEL]`` -> SystemSpec.
+
+    Only the form is checked here; ``check_systems`` checks what a spec names on disk."""
+    return replace(_parse_system(spec), text=spec)
+
+
+def _parse_system(spec: str) -> SystemSpec:
     text = spec.strip()
     if text == "bm25":
         return SystemSpec("bm25", "bm25", "BM25")
@@ -169,6 +180,20 @@ def parse_system(spec: str) -> SystemSpec:
         path = Path(path_text).expanduser()
         return SystemSpec("student", path.name or str(path), label or path.name, path=path)
     raise R2RError(f"unknown system {spec!r}; accepted: {', '.join(SYSTEM_FORMS)}")
+
+
+def check_systems(specs: Sequence[SystemSpec]) -> None:
+    """Raise R2RError naming the first spec whose files are not there: a student folder that does not
+    exist or holds no saved student (``student_kind``). Cheap: reads no weights, loads no model."""
+    from r2r_core.student.api import student_kind
+
+    for spec in specs:
+        if spec.kind != "student" or spec.path is None:  # parse_system gives every student spec a path
+            continue
+        try:
+            student_kind(spec.path)
+        except R2RError as exc:
+            raise R2RError(f"system {spec.text or spec.name!r}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- rerankers
@@ -514,6 +539,7 @@ def evaluate_systems(
     """
     if not specs:
         raise R2RError("no systems to evaluate: give at least one --system")
+    check_systems(specs)
     if depth < 1:
         raise R2RError(f"the BM25 depth must be >= 1 candidate per query, got {depth}")
     names = [s.name for s in specs]
@@ -603,8 +629,7 @@ def _run_system(spec: SystemSpec, collection: Collection, candidates: Run, retri
         return reference.run, list(reference.latency_ms.values()), {}, [note]
     from r2r_core.student.api import load_student
 
-    if spec.path is None or not spec.path.is_dir():
-        raise R2RError(f"system {spec.name}: student folder {spec.path} does not exist")
+    assert spec.path is not None  # checked by check_systems
     student = load_student(spec.path, device=device)
     run, latencies = rerank(student_ranker(student), collection, candidates, spec.name, progress=progress)
     extra = explanation_quality(student, collection, sample, progress=progress, name=spec.name)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,10 +13,12 @@ from typer.testing import CliRunner
 
 from r2r_core.cli import app
 from r2r_core.data.trec import read_run
+from r2r_core.errors import DataFormatError, R2RError
 from r2r_core.evaluate import evaluate_run
 from r2r_core.store import Store
 
 runner = CliRunner()
+FAST_STUDENT = Path(__file__).resolve().parent.parent / "assets" / "students" / "fast-pydocs"
 SUBCOMMANDS = ["index", "search", "retrieve", "evaluate", "evaluate-systems", "build-pydocs", "collections", "teach",
                "teacher-report", "train", "serve", "app", "store"]
 
@@ -61,13 +65,96 @@ def test_retrieve_then_evaluate_every_test_query(config_file: Path, tmp_path: Pa
     assert stored and set(store.get_run(stored[0].run_id)) == test_ids
 
 
-def test_evaluate_accepts_a_qrels_file(config_file: Path, tmp_path: Path) -> None:
-    run_file, qrels_file = tmp_path / "r.trec", tmp_path / "q.txt"
+def jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def tiny_beir(folder: Path) -> Path:
+    """A BEIR folder with an empty document, an empty query and a query of stopwords only."""
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(jsonl([
+        {"_id": "d1", "title": "Sorting HOW TO", "text": "Use sorted() to sort a list in Python.", "metadata": {}},
+        {"_id": "d2", "title": "gc", "text": "The gc module exposes the garbage collector.", "metadata": {}},
+        {"_id": "d3", "title": "", "text": "", "metadata": {}},
+    ]), encoding="utf-8")
+    (folder / "queries.jsonl").write_text(jsonl([
+        {"_id": "q1", "text": "how to sort a list", "metadata": {}},
+        {"_id": "q2", "text": "  ", "metadata": {}},
+        {"_id": "q3", "text": "the of and", "metadata": {}},  # only stopwords: BM25 finds nothing
+    ]), encoding="utf-8")
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq3\td2\t1\n",
+                                              encoding="utf-8")
+    return folder
+
+
+def test_retrieve_summary_counts_what_is_not_in_the_run_file(config_file: Path, tmp_path: Path) -> None:
+    folder = tiny_beir(tmp_path / "tiny-beir")
+    run_file = tmp_path / "tiny.trec"
+    out = invoke(config_file, "retrieve", "--collection", f"beir:{folder}", "-o", str(run_file))
+    assert set(read_run(run_file)) == {"q1"}
+    assert f"wrote {run_file}: 1 queries, depth 100" in out, out
+    assert "no candidates, not in the file: 1 query (q3)" in out, out
+    assert "skipped while loading: 1 empty document, 1 empty query" in out, out
+
+
+@pytest.mark.parametrize("qrels", [
+    "q1 0 d1 1\nq2 0 d9 1\n",  # TREC: qid iter docid rel
+    "q1\t0\td1\t1\nq2\t0\td9\t1\n",  # TREC with tabs (MS MARCO's qrels.dev.tsv)
+    "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td9\t1\n",  # BEIR's qrels/test.tsv
+    "q1\td1\t1\nq2\td9\t1\n",  # BEIR without its header line
+], ids=["trec", "trec-tabs", "beir", "beir-no-header"])
+def test_evaluate_accepts_a_trec_or_beir_qrels_file(config_file: Path, tmp_path: Path, qrels: str) -> None:
+    run_file, qrels_file = tmp_path / "r.trec", tmp_path / "test.tsv"
     run_file.write_text("q1 Q0 d2 1 2.0 x\nq1 Q0 d1 2 1.0 x\n", encoding="utf-8")
-    qrels_file.write_text("q1 0 d1 1\nq2 0 d9 1\n", encoding="utf-8")
+    qrels_file.write_text(qrels, encoding="utf-8")
     out = invoke(config_file, "evaluate", str(run_file), str(qrels_file), "-m", "RR@10")
     assert "queries evaluated: 2 (absent from run, scored 0: 1)" in out
     assert "MRR@10      0.2500" in out
+
+
+@pytest.mark.parametrize(("qrels", "line", "words"), [
+    ("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2 0 d9 1\n", 3, ("expected 3", "as line 2", "BEIR", "found 4")),
+    ("q1 0 d1 1\n\nq2\td9\t1\n", 3, ("expected 4", "as line 1", "TREC", "found 3")),
+    ("q1 0 d1 1 extra\n", 1, ("3 (BEIR", "4 (TREC", "found 5")),
+    ("q1 d1\n", 1, ("found 2",)),
+    ("query-id\tcorpus-id\tscore\n", None, ("no judgments",)),
+])
+def test_evaluate_names_file_and_line_of_a_malformed_qrels_file(tmp_path: Path, qrels: str, line: int | None,
+                                                                words: tuple[str, ...]) -> None:
+    run_file, qrels_file = tmp_path / "r.trec", tmp_path / "test.tsv"
+    run_file.write_text("q1 Q0 d1 1 1.0 x\n", encoding="utf-8")
+    qrels_file.write_text(qrels, encoding="utf-8")
+    result = runner.invoke(app, ["evaluate", str(run_file), str(qrels_file)])
+    assert isinstance(result.exception, DataFormatError), result.output + repr(result.exception)
+    message = str(result.exception)
+    assert message.startswith(f"{qrels_file}:{line}: " if line else f"{qrels_file}: "), message
+    assert all(word in message for word in words), message
+
+
+@pytest.mark.parametrize(("student", "words"), [
+    (None, "does not exist"),
+    ("notes.txt", "is not a saved student"),
+])
+def test_evaluate_systems_checks_every_system_before_any_work(tmp_path: Path, student: str | None,
+                                                               words: str) -> None:
+    home, output = tmp_path / "home", tmp_path / "eval"
+    config = tmp_path / "r2r.toml"
+    config.write_text(f'[paths]\nhome = "{home}"\n', encoding="utf-8")
+    bad = tmp_path / "students" / "broken"
+    if student is not None:  # a folder, but without a student's config file
+        bad.mkdir(parents=True)
+        (bad / student).write_text("not a student", encoding="utf-8")
+    spec = f"student:{bad}:Broken"
+    started = time.monotonic()
+    result = runner.invoke(app, [
+        "--config", str(config), "evaluate-systems", "--collection", f"beir:{tiny_beir(tmp_path / 'beir')}",
+        "--split", "test", "--depth", "2", "--system", "bm25", "--system", f"student:{FAST_STUDENT}",
+        "--system", spec, "--output", str(output)])
+    assert isinstance(result.exception, R2RError), result.output + repr(result.exception)
+    message = str(result.exception)
+    assert f"system {spec!r}" in message and words in message and str(bad) in message, message
+    assert not output.exists() and not (home / "indexes").exists()  # nothing ran: no BM25 index, no report
+    assert time.monotonic() - started < 60
 
 
 @pytest.mark.parametrize(

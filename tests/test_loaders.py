@@ -247,6 +247,23 @@ def test_load_msmarco_malformed_names_file_and_line(tmp_path: Path, which: str, 
     assert_names(exc, bad, line, *words)
 
 
+def test_load_msmarco_keeps_empty_passages_and_queries_out_with_counts(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    corpus = write(tmp_path / "collection.tsv", "0\tThe first passage.\n1\t\n2\t  \t \n3\tThe third passage.\n")
+    queries = write(tmp_path / "queries.dev.tsv", "10\twhat is the first passage\n11\t\n12\t   \n")
+    qrels = write(tmp_path / "qrels.dev.tsv", "10\t0\t0\t1\n10\t0\t1\t1\n11\t0\t3\t1\n")
+    collection = load_msmarco(corpus, queries, qrels)
+    assert set(collection.documents) == {"0", "3"} and set(collection.queries) == {"10"}
+    assert dict(collection.qrels) == {"10": {"0": 1}}
+    assert collection.skipped == {"empty document": 2, "empty query": 2}
+    messages = warnings_of(caplog)
+    assert f"{corpus}: skipped 2 line(s): empty document (first: line 2: passage 1)" in messages, messages
+    assert f"{queries}: skipped 2 line(s): empty query (first: line 2: query 11)" in messages, messages
+    assert any(m.startswith(f"{qrels}: skipped 1 line(s): qrels for queries not in") for m in messages), messages
+    assert any(m.startswith(f"{qrels}: skipped 1 line(s): qrels for documents not in") for m in messages), messages
+    assert len(messages) == 4, messages
+
+
 def test_load_msmarco_tolerates_a_byte_order_mark(tmp_path: Path) -> None:
     queries = write(tmp_path / "queries.dev.tsv", "\ufeff1048585\twhat is paula deen's brother\n")
     collection = load_msmarco(MSMARCO / "collection.tsv", queries)
@@ -344,6 +361,7 @@ def append_line(path: Path, line: str | bytes) -> int:
     ("queries.jsonl", '{"_id": "1", "text": "again"}', ("duplicate query id '1'",)),
     ("queries.jsonl", '{"text": "no id"}', ("missing field '_id'",)),
     ("queries.jsonl", '{"_id": "77", "text": 5}', ("field 'text' must be a string",)),
+    ("queries.jsonl", '{"_id": "1", "text": " "}', ("duplicate query id '1'",)),  # kept out, but a repeat
     ("qrels/test.tsv", "1\t4983\trelevant", ("score", "integer")),
     ("qrels/test.tsv", "1\t4983", ("expected 3", "found 2")),
 ])
@@ -389,6 +407,31 @@ def test_load_beir_skips_unknown_queries_documents_and_blank_lines_with_counts(
     assert any(m.startswith(f"{folder / 'corpus.jsonl'}: skipped 1 line(s): blank line") for m in messages)
     assert any(m.startswith(f"{qrels}: skipped 1 line(s): blank line") for m in messages)
     assert len(messages) == 4, messages
+
+
+def test_load_beir_keeps_empty_passages_and_queries_out_with_counts(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = beir_copy(tmp_path)
+    corpus, queries, qrels = folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / "test.tsv"
+    first_doc = append_line(corpus, '{"_id": "900", "title": "", "text": "", "metadata": {}}')
+    append_line(corpus, '{"_id": "901", "title": " ", "text": " \\t\\n ", "metadata": {}}')
+    append_line(corpus, '{"_id": "902", "title": "A title is text enough.", "text": "", "metadata": {}}')
+    first_query = append_line(queries, '{"_id": "77", "text": "", "metadata": {}}')
+    append_line(queries, '{"_id": "78", "text": "  \\n", "metadata": {}}')
+    append_line(qrels, "77\t4983\t1")
+    append_line(qrels, "1\t900\t1")
+    collection = load_beir(folder)
+    assert {"900", "901"}.isdisjoint(collection.documents) and "902" in collection.documents
+    assert {"77", "78"}.isdisjoint(collection.queries) and "77" not in collection.qrels
+    assert collection.qrels["1"] == {"31715818": 1}
+    assert collection.skipped == {"empty document": 2, "empty query": 2}
+    messages = warnings_of(caplog)
+    assert f"{corpus}: skipped 2 line(s): empty document (first: line {first_doc}: document 900)" in messages
+    assert f"{queries}: skipped 2 line(s): empty query (first: line {first_query}: query 77)" in messages
+    assert any(m.startswith(f"{qrels}: skipped 1 line(s): qrels for queries not in") for m in messages), messages
+    assert any(m.startswith(f"{qrels}: skipped 1 line(s): qrels for documents not in") for m in messages), messages
+    assert len(messages) == 4, messages
+    assert load_beir(BEIR).skipped == {}
 
 
 # ------------------------------------------------------------------------------------------- BRIGHT
@@ -485,6 +528,8 @@ def bright_copy(tmp_path: Path) -> Path:
     ("documents/biology.jsonl", '{"id": "gravitropism/Gravitropism_1.txt", "content": "again"}',
      ("duplicate document id",)),
     ("documents/biology.jsonl", '{"id": "x", "text": "wrong field name"}', ("missing field 'content'",)),
+    ("documents/biology.jsonl", '{"id": "gravitropism/Gravitropism_1.txt", "content": ""}',
+     ("duplicate document id",)),
 ])
 def test_load_bright_malformed_names_file_and_line(tmp_path: Path, file: str, line: str,
                                                    words: tuple[str, ...]) -> None:
@@ -506,6 +551,29 @@ def test_load_bright_skips_gold_ids_missing_from_documents(tmp_path: Path,
     assert warnings_of(caplog) == [
         f"{folder / 'examples/biology.jsonl'}: skipped 2 line(s): qrels for documents not in the corpus "
         "(first: query 9 document gone_1.txt)"]
+
+
+def test_load_bright_keeps_empty_queries_and_documents_out_with_counts(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = bright_copy(tmp_path)
+    examples, documents = folder / "examples/biology.jsonl", folder / "documents/biology.jsonl"
+    example = {"query": "", "reasoning": "An empty question.", "id": "9", "excluded_ids": ["N/A"],
+               "gold_ids_long": ["nasal_cycle/Nostril.txt"], "gold_ids": ["nasal_cycle/Nostril_2.txt"],
+               "gold_answer": "N/A"}
+    first_query = append_line(examples, json.dumps(example))
+    append_line(examples, json.dumps({**example, "id": "10", "query": " \n\t "}))
+    first_doc = append_line(documents, json.dumps({"id": "empty/Empty_0.txt", "content": ""}))
+    collection = load_bright(folder, "biology")
+    assert {"9", "10"}.isdisjoint(collection.queries) and {"9", "10"}.isdisjoint(collection.qrels)
+    assert "empty/Empty_0.txt" not in collection.documents and len(collection.documents) == 9
+    assert collection.skipped == {"empty query": 2, "empty document": 1}
+    messages = warnings_of(caplog)
+    assert f"{examples}: skipped 2 line(s): empty query (first: line {first_query}: query 9)" in messages
+    assert f"{documents}: skipped 1 line(s): empty document (first: line {first_doc}: document empty/Empty_0.txt)" \
+        in messages, messages
+    assert any(m.startswith(f"{examples}: skipped 2 line(s): qrels for queries not in") for m in messages), messages
+    assert len(messages) == 3, messages
+    assert load_bright(BRIGHT, "biology").skipped == {}
 
 
 def test_load_bright_unknown_task_lists_tasks() -> None:
@@ -652,6 +720,23 @@ def test_irds_collection_converts_records(caplog: pytest.LogCaptureFixture) -> N
     assert collection.documents["1"].text == "passage one"
     assert dict(collection.qrels) == {"19335": {"0": 2}}
     assert len(warnings_of(caplog)) == 1
+
+
+def test_irds_collection_keeps_empty_queries_and_documents_out(caplog: pytest.LogCaptureFixture) -> None:
+    doc = namedtuple("MsMarcoPassageDoc", "doc_id text")
+    query = namedtuple("GenericQuery", "query_id text")
+    dataset = types.SimpleNamespace(
+        has_docs=lambda: True, has_queries=lambda: True, has_qrels=lambda: False,
+        docs_iter=lambda: iter([doc("0", "passage zero"), doc("1", " ")]),
+        queries_iter=lambda: iter([query("7", ""), query("19335", "anthropological definition of environment")]),
+    )
+    collection = online.irds_collection(dataset, "msmarco-passage/trec-dl-2019")
+    assert list(collection.documents) == ["0"] and list(collection.queries) == ["19335"]
+    assert collection.skipped == {"empty document": 1, "empty query": 1}
+    assert warnings_of(caplog) == ["irds:msmarco-passage/trec-dl-2019: skipped 1 line(s): empty document "
+                                   "(first: line 2: document 1)",
+                                   "irds:msmarco-passage/trec-dl-2019: skipped 1 line(s): empty query "
+                                   "(first: line 1: query 7)"]
 
 
 # ----------------------------------------------------------------------------------------- registry

@@ -261,17 +261,107 @@ def test_bad_input_never_takes_the_server_down(http: httpx.Client, ranker) -> No
     assert http.get("/v1/rerank").status_code == 405
     missing = http.post("/v1/score", json={})
     assert missing.status_code == 404 and missing.json()["message"] == "Not Found"
-    # A lone surrogate passes JSON and pydantic but the tokenizer refuses it: the student fails -> 500 ...
-    poison = b'{"query": "sort \\ud800", "documents": ["a list"]}'
-    response = http.post("/v1/rerank", content=poison, headers=headers)
-    assert response.status_code == 500 and "the student failed" in response.json()["message"]
-    # ... and only that request fails when it shares a batch with good ones.
-    with ThreadPoolExecutor(4) as pool:
-        good = [pool.submit(http.post, "/v1/rerank", json={"query": QUERY, "documents": [d]}) for d in DOCS[:3]]
-        bad = pool.submit(http.post, "/v1/rerank", content=poison, headers=headers)
-        assert [f.result().status_code for f in good] == [200, 200, 200] and bad.result().status_code == 500
     body = http.post("/v1/rerank", json={"query": QUERY, "documents": DOCS[:2]}).json()
     assert np.allclose([_scores_by_index(body)[i] for i in range(2)], _expected(ranker, QUERY, DOCS[:2]), atol=TOL)
+
+
+# A JSON string may escape an unpaired UTF-16 surrogate ("\ud800"); no tokenizer can encode it. The same
+# text sent as raw (surrogatepass) UTF-8 bytes is decoded to the same string by the JSON parser.
+RAW_SURROGATE = '{"query": "q", "documents": ["ok", "x\ud800"]}'.encode("utf-8", "surrogatepass")
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "field"),
+    [
+        ("/v1/rerank", b'{"query": "\\ud800x", "documents": ["a"]}', "query"),
+        ("/v1/rerank", b'{"query": "q", "documents": ["fine", "x\\udc00"]}', "documents.1"),
+        ("/v1/rerank", b'{"query": "q", "documents": [{"text": "\\ud800"}]}', "documents.0"),
+        ("/v1/rerank", RAW_SURROGATE, "documents.1"),
+        ("/v1/explain", b'{"query": "q", "document": "\\ud800"}', "document"),
+        ("/v1/explain", b'{"query": "\\udfff", "document": "d"}', "query"),
+        ("/v1/compare", b'{"query": "q", "document_a": "a", "document_b": "b\\ud800"}', "document_b"),
+    ],
+)
+def test_unpaired_surrogates_get_422_naming_the_field(http: httpx.Client, ranker, path: str, content: bytes,
+                                                      field: str) -> None:
+    response = http.post(path, content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    answer = response.json()
+    assert f"body.{field}:" in answer["message"] and "surrogate" in answer["message"], answer
+    assert any(".".join(map(str, item["loc"])) == f"body.{field}" for item in answer["detail"]), answer
+    _assert_still_serving(http, ranker)
+
+
+NESTED = b"[" * 30_000 + b"]" * 30_000  # under max_body_bytes, far deeper than the JSON parser goes
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "words"),
+    [
+        (b'{"query": "q", "documents": "one document"}', 422, ("body.documents", "valid list")),
+        (b'{"query": 42, "documents": ["a"]}', 422, ("body.query", "valid string")),
+        (b'{"query": "q", "documents": ["a"], "top_n": "all"}', 422, ("body.top_n", "integer")),
+        (NESTED, 422, ("body:", "nested too deeply")),
+        (b'{"query": "q", "documents": [' + NESTED[:500] + NESTED[-500:] + b"]}", 422, ("body.documents.0",)),
+        (b'{"query": "caf\xe9", "documents": ["a"]}', 422, ("body:", "not valid UTF-8")),
+        (json.dumps({"query": QUERY, "documents": ["x" * 1000] * 70}).encode(), 413, ("max_body_bytes=64000",)),
+    ],
+)
+def test_malformed_bodies_get_a_4xx_naming_the_problem(http: httpx.Client, ranker, content: bytes, status: int,
+                                                       words: tuple[str, ...]) -> None:
+    response = http.post("/v1/rerank", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    message = response.json()["message"]
+    assert all(word in message for word in words), message
+    _assert_still_serving(http, ranker)
+
+
+def _assert_still_serving(http: httpx.Client, ranker) -> None:
+    body = http.post("/v1/rerank", json={"query": QUERY, "documents": DOCS[:2]})
+    assert body.status_code == 200, body.text
+    got = _scores_by_index(body.json())
+    assert np.allclose([got[0], got[1]], _expected(ranker, QUERY, DOCS[:2]), atol=TOL)
+
+
+class RefusingRanker:
+    """The real ranker, except that scoring a document holding REFUSED fails: a student error inside a batch."""
+
+    REFUSED = "<refused>"
+    can_generate = False
+
+    def __init__(self, ranker) -> None:
+        self.ranker = ranker
+
+    def predict(self, pairs, batch_size: int = 32) -> np.ndarray:
+        if any(self.REFUSED in document for _, document in pairs):
+            raise ValueError(f"cannot score {self.REFUSED}")
+        return self.ranker.predict(pairs, batch_size=batch_size)
+
+    def rank(self, *args, **kwargs):
+        return self.ranker.rank(*args, **kwargs)
+
+    def explain(self, query: str, document: str) -> Explanation:
+        return self.ranker.explain(query, document)
+
+    def compare(self, query: str, document_a: str, document_b: str) -> Comparison:
+        return self.ranker.compare(query, document_a, document_b)
+
+
+def test_a_student_failure_fails_only_its_own_request(ranker) -> None:
+    app = create_app(RefusingRanker(ranker), None, ServeConfig(max_wait_ms=200.0), ranker_name="refusing")
+    poison = {"query": QUERY, "documents": [DOCS[0], RefusingRanker.REFUSED]}
+    with serve_in_thread(app) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        alone = http.post("/v1/rerank", json=poison)
+        assert alone.status_code == 500 and alone.json()["message"] == \
+            f"the student failed: ValueError: cannot score {RefusingRanker.REFUSED}"
+        with ThreadPoolExecutor(4) as pool:  # within max_wait_ms: one batch, then each request alone
+            good = [pool.submit(http.post, "/v1/rerank", json={"query": QUERY, "documents": [d]}) for d in DOCS[:3]]
+            bad = pool.submit(http.post, "/v1/rerank", json=poison)
+            assert [f.result().status_code for f in good] == [200, 200, 200] and bad.result().status_code == 500
+        for future, document in zip(good, DOCS[:3], strict=True):
+            score = future.result().json()["results"][0]["relevance_score"]
+            assert score == pytest.approx(float(_expected(ranker, QUERY, [document])[0]), abs=TOL)
+        _assert_still_serving(http, ranker)
 
 
 def test_concurrent_requests_share_forward_passes_and_score_as_unbatched(http: httpx.Client, ranker) -> None:

@@ -107,7 +107,7 @@ def choose_query(collection: Collection) -> tuple[str | None, str]:
 def candidates(collection: Collection, spec: str, query_id: str | None, query: str, depth: int,
                rows: Sequence[RationaleRow]) -> list[Candidate]:
     """BM25's top ``depth``, then judged or teacher-rated documents of the query below that depth."""
-    hits = state.bm25(spec).search(query, depth, query_id=query_id)
+    hits = state.candidates(spec).search(query, depth, query_id=query_id)
     listed = [Candidate(hit.doc_id, hit.rank) for hit in hits]
     seen = {c.doc_id for c in listed}
     others = [*collection.qrels.get(query_id, {})] if query_id else []

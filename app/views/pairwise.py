@@ -168,7 +168,7 @@ def main() -> None:
     if not query.strip():
         st.info("Pick a dataset query, or type one.")
         st.stop()
-    hits = state.bm25(spec).search(query, depth, query_id=query_id)
+    hits = state.candidates(spec).search(query, depth, query_id=query_id)
     candidates = tuple((h.doc_id, document_text(collection.documents[h.doc_id])) for h in hits)
     order_by = st.radio("Top-k of", ["BM25", "Student"] if students.scorer else ["BM25"], horizontal=True,
                         key="pw_order")

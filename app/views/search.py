@@ -103,7 +103,7 @@ def main() -> None:
         depth = st.slider("Candidates (BM25 depth)", 10, 100, 20, step=10, key="depth")
 
     collection = state.collection(spec)
-    retriever = state.bm25(spec)
+    retriever = state.candidates(spec)
     students = state.students()
 
     source = st.radio("Query", ["Free text", "Dataset query"], horizontal=True, key="query_source")

@@ -18,7 +18,9 @@ without three tab-separated columns, a non-integer score, the same pair judged t
 scores, and a query whose split is contradictory (judged in two split files, or judged in a split
 file other than its `metadata.split`).
 Skipped with a counted warning: blank lines, qrels for queries not in `queries.jsonl`, qrels for
-documents not in the corpus (trec_eval conventions), and a judgment repeated with the same score.
+documents not in the corpus (trec_eval conventions), a judgment repeated with the same score, and
+queries and documents without text (empty or whitespace only; a document with only a title is kept);
+those are also counted in `Collection.skipped`, and their qrels in the unknown-query/document warnings.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from r2r_core.data.io import (
-    add_unique,
+    EMPTY_DOCUMENT,
+    EMPTY_QUERY,
+    KeptOut,
     find_record_file,
     iter_lines,
     iter_records,
@@ -39,15 +43,15 @@ from r2r_core.data.io import (
 )
 from r2r_core.data.model import Collection, Document, Qrels, Query
 from r2r_core.data.report import LoadReport
-from r2r_core.data.trec import add_judgment, filter_qrels
+from r2r_core.data.trec import BEIR_QRELS_COLUMNS, add_judgment, filter_qrels
 from r2r_core.errors import DataFormatError, R2RError
 
-QRELS_HEADER = ("query-id", "corpus-id", "score")
+QRELS_HEADER = BEIR_QRELS_COLUMNS
 QRELS_DIR = "qrels"
 
 
-def read_corpus(path: str | Path) -> dict[str, Document]:
-    """Read a BEIR `corpus.jsonl` into doc id -> `Document`."""
+def read_corpus(path: str | Path, kept_out: KeptOut) -> dict[str, Document]:
+    """Read a BEIR `corpus.jsonl` into doc id -> `Document`; documents without text go to `kept_out`."""
     report = LoadReport(str(path))
     documents: dict[str, Document] = {}
     for number, record in iter_records(path, report):
@@ -60,14 +64,15 @@ def read_corpus(path: str | Path) -> dict[str, Document]:
             url=optional(metadata, "url", str, path, number, None),
             source=optional(metadata, "source", str, path, number, None),
         )
-        add_unique(documents, doc_id, document, "document", path, number)
+        kept_out.add(documents, doc_id, document, document.contents, EMPTY_DOCUMENT, "document", path, number)
     report.emit()
     return documents
 
 
-def read_queries(path: str | Path) -> tuple[dict[str, Query], dict[str, int]]:
+def read_queries(path: str | Path, kept_out: KeptOut) -> tuple[dict[str, Query], dict[str, int]]:
     """Read a BEIR `queries.jsonl`: query id -> `Query` (split from `metadata.split` or None),
-    and query id -> line number (to name the line when a later check fails)."""
+    and query id -> line number (to name the line when a later check fails). Queries without text
+    go to `kept_out`."""
     report = LoadReport(str(path))
     queries: dict[str, Query] = {}
     lines: dict[str, int] = {}
@@ -76,8 +81,8 @@ def read_queries(path: str | Path) -> tuple[dict[str, Query], dict[str, int]]:
         metadata = optional(record, "metadata", dict, path, number, {})
         query = Query(qid, require(record, "text", str, path, number),
                       optional(metadata, "split", str, path, number, None))
-        add_unique(queries, qid, query, "query", path, number)
-        lines[qid] = number
+        if kept_out.add(queries, qid, query, query.text, EMPTY_QUERY, "query", path, number):
+            lines[qid] = number
     report.emit()
     return queries, lines
 
@@ -124,8 +129,10 @@ def load_beir(folder: str | Path, splits: Iterable[str] | None = None, name: str
     folder = Path(folder)
     corpus_path = _required_record_file(folder, "corpus")
     queries_path = _required_record_file(folder, "queries")
-    documents = read_corpus(corpus_path)
-    queries, query_lines = read_queries(queries_path)
+    kept_out = KeptOut()
+    documents = read_corpus(corpus_path, kept_out)
+    queries, query_lines = read_queries(queries_path, kept_out)
+    kept_out.emit()
     files = qrels_files(folder)
     selected = _select_splits(folder, splits, files, queries)
 
@@ -141,7 +148,7 @@ def load_beir(folder: str | Path, splits: Iterable[str] | None = None, name: str
             for docid, grade in judgments.items():
                 qrels.add(qid, docid, grade)
     return Collection(name or folder.name, documents, queries, qrels,
-                      description=f"BEIR-format collection from {folder}")
+                      description=f"BEIR-format collection from {folder}", skipped=dict(kept_out.counts))
 
 
 def _required_record_file(folder: Path, stem: str) -> Path:

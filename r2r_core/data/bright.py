@@ -17,7 +17,9 @@ every query gets split "test" (BRIGHT is an evaluation-only benchmark).
 Errors (`DataFormatError` naming file and line or row): text that is not UTF-8, invalid JSON, a
 missing or mistyped field, duplicate document or query ids, a document that is both gold and
 excluded for a query.
-Skipped with a counted warning: blank lines, gold ids that are not in the documents.
+Skipped with a counted warning: blank lines, gold ids that are not in the documents, and queries and
+documents without text (empty or whitespace only; also counted in `Collection.skipped`, and the gold ids
+of such a query in the warning about qrels for unknown queries).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from r2r_core.data.io import (
-    add_unique,
+    EMPTY_DOCUMENT,
+    EMPTY_QUERY,
+    KeptOut,
     find_record_file,
     iter_records,
     require,
@@ -98,11 +102,12 @@ def bright_collection(examples: Iterable[SourcedRecord], documents: Iterable[Sou
 
     `source` names the examples in the counted warning about gold ids missing from the documents.
     """
+    kept_out = KeptOut()
     docs: dict[str, Document] = {}
     for path, number, record in documents:
         doc_id = require_id(record, "id", path, number)
-        add_unique(docs, doc_id, Document(doc_id, require(record, "content", str, path, number)),
-                   "document", path, number)
+        content = require(record, "content", str, path, number)
+        kept_out.add(docs, doc_id, Document(doc_id, content), content, EMPTY_DOCUMENT, "document", path, number)
 
     gold_field = "gold_ids_long" if long_documents else "gold_ids"
     queries: dict[str, Query] = {}
@@ -110,19 +115,20 @@ def bright_collection(examples: Iterable[SourcedRecord], documents: Iterable[Sou
     excluded: dict[str, set[str]] = {}
     for path, number, record in examples:
         qid = require_id(record, "id", path, number)
-        add_unique(queries, qid, Query(qid, require(record, "query", str, path, number), SPLIT),
-                   "query", path, number)
+        text = require(record, "query", str, path, number)
         gold = set(require_str_list(record, gold_field, path, number))
         skip = set(require_str_list(record, "excluded_ids", path, number)) - {NOT_APPLICABLE}
         if gold & skip:
             raise DataFormatError(path, f"query {qid}: documents both in {gold_field} and excluded_ids: "
                                   f"{sorted(gold & skip)}", number)
-        for doc_id in sorted(gold):
-            raw_qrels.add(qid, doc_id, 1)
-        if skip:
+        if kept_out.add(queries, qid, Query(qid, text, SPLIT), text, EMPTY_QUERY, "query", path, number) and skip:
             excluded[qid] = skip
+        for doc_id in sorted(gold):
+            raw_qrels.add(qid, doc_id, 1)  # a query kept out: filter_qrels counts its gold ids as unknown
 
+    kept_out.emit()
     qrels = filter_qrels(raw_qrels, query_ids=queries, doc_ids=docs, source=source)
     name = f"bright-{task}-long" if long_documents else f"bright-{task}"
     return Collection(name, docs, queries, qrels, excluded,
-                      description=f"BRIGHT {task} ({'long' if long_documents else 'short'} documents)")
+                      description=f"BRIGHT {task} ({'long' if long_documents else 'short'} documents)",
+                      technical=True, skipped=dict(kept_out.counts))

@@ -9,6 +9,9 @@ Conventions shared by all loaders:
   is an error naming the file and the line.
 * Files ending in `.gz` are decompressed transparently.
 * Blank lines are skipped with a counted warning (recorded in the caller's `LoadReport`).
+* Queries and documents without text (empty or whitespace only) are skipped with a counted warning
+  and counted in `Collection.skipped` (`KeptOut`): nothing to rank for such a query, nothing to find in
+  such a document.
 * Invalid JSON, a JSON line that is not an object, and missing or mistyped fields are errors.
 """
 
@@ -19,7 +22,9 @@ import json
 import os
 import tempfile
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -29,6 +34,8 @@ from r2r_core.errors import DataFormatError, R2RError
 V = TypeVar("V")
 
 BLANK_LINE = "blank line"
+EMPTY_QUERY = "empty query"
+EMPTY_DOCUMENT = "empty document"
 _BOM = b"\xef\xbb\xbf"
 # Suffixes of record files (JSONL, optionally gzipped, or Parquet), in lookup order.
 RECORD_SUFFIXES: tuple[str, ...] = (".jsonl", ".jsonl.gz", ".parquet")
@@ -200,8 +207,47 @@ def add_unique(target: MutableMapping[str, V], key: str, value: V, kind: str,
                path: str | Path, number: int) -> None:
     """Insert `key` into `target`; a key seen before is a `DataFormatError` (e.g. duplicate doc id)."""
     if key in target:
-        raise DataFormatError(path, f"duplicate {kind} id {key!r}", number)
+        raise _duplicate(kind, key, path, number)
     target[key] = value
+
+
+def _duplicate(kind: str, key: str, path: str | Path, number: int) -> DataFormatError:
+    return DataFormatError(path, f"duplicate {kind} id {key!r}", number)
+
+
+@dataclass
+class KeptOut:
+    """Queries and documents a loader keeps out of its collection because they have no text.
+
+    `counts` (reason -> records) becomes `Collection.skipped`; `emit` logs one counted warning per file
+    and reason, naming the first line. The ids kept out are remembered, so a repeated id is still an error.
+    """
+
+    counts: Counter[str] = field(default_factory=Counter)
+    reports: dict[str, LoadReport] = field(default_factory=dict)
+    ids: dict[str, set[str]] = field(default_factory=dict)  # kind -> ids kept out
+
+    def add(self, target: MutableMapping[str, V], key: str, value: V, text: str, reason: str, kind: str,
+            path: str | Path, number: int) -> bool:
+        """`add_unique(target, key, value, ...)` when `text` holds more than whitespace (True); otherwise skip
+        the record, counted under `reason` (False). A key already added or kept out is a `DataFormatError`."""
+        out = self.ids.setdefault(kind, set())
+        if key in target or key in out:
+            raise _duplicate(kind, key, path, number)
+        if text.strip():
+            target[key] = value
+            return True
+        out.add(key)
+        self.counts[reason] += 1
+        report = self.reports.get(str(path))
+        if report is None:
+            report = self.reports[str(path)] = LoadReport(str(path))
+        report.skip(reason, f"line {number}: {kind} {key}")
+        return False
+
+    def emit(self) -> None:
+        for report in self.reports.values():
+            report.emit()
 
 
 def atomic_write_lines(path: str | Path, lines: Iterable[str]) -> None:

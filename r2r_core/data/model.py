@@ -142,6 +142,11 @@ class Collection:
     # BRIGHT marks documents that must never be counted for a query (e.g. the question's own source).
     excluded: dict[str, set[str]] = field(default_factory=dict)
     description: str = ""
+    # Documentation, code or StackExchange text: selects the technical BM25 profile (config.BM25Config).
+    technical: bool = False
+    # Queries and documents the loader kept out, per reason (e.g. {"empty query": 1}); each reason was also
+    # logged as a counted warning naming the file and the first line (data/report.py).
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def split_queries(self, split: str | None) -> dict[str, Query]:
         """Queries of one split, or all queries when `split` is None."""

@@ -12,7 +12,8 @@ Errors (`DataFormatError` naming file and line): text that is not UTF-8, a line 
 separating id and text, an empty id, a duplicate passage id (among the passages kept) or a duplicate
 query id, and every qrels error of `read_qrels`.
 Skipped with a counted warning: blank lines, qrels for queries not in the queries file, qrels for
-passages not in `collection.tsv`, and `doc_ids` that are not in `collection.tsv`.
+passages not in `collection.tsv` (or skipped from it), `doc_ids` that are not in `collection.tsv`, and
+passages and queries without text (empty or whitespace only; also counted in `Collection.skipped`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 
-from r2r_core.data.io import add_unique, iter_lines, split_columns
+from r2r_core.data.io import EMPTY_DOCUMENT, EMPTY_QUERY, KeptOut, iter_lines, split_columns
 from r2r_core.data.model import Collection, Document, Qrels, Query
 from r2r_core.data.report import LoadReport
 from r2r_core.data.trec import filter_qrels, read_qrels
@@ -58,14 +59,15 @@ def split_of(queries_path: str | Path) -> str | None:
     return match["split"] if match else None
 
 
-def read_queries(path: str | Path, split: str | None = None) -> dict[str, Query]:
-    """Read a `qid<TAB>text` queries file; each query gets `split` (default: from the file name)."""
+def read_queries(path: str | Path, kept_out: KeptOut, split: str | None = None) -> dict[str, Query]:
+    """Read a `qid<TAB>text` queries file; each query gets `split` (default: from the file name).
+    Queries without text go to `kept_out`."""
     path = Path(path)
     label = split if split is not None else split_of(path)
     report = LoadReport(str(path))
     queries: dict[str, Query] = {}
     for number, qid, text in _iter_id_text(path, ("qid", "text"), report):
-        add_unique(queries, qid, Query(qid, text, label), "query", path, number)
+        kept_out.add(queries, qid, Query(qid, text, label), text, EMPTY_QUERY, "query", path, number)
     report.emit()
     return queries
 
@@ -83,7 +85,8 @@ def load_msmarco(collection_path: str | Path, queries_path: str | Path, qrels_pa
     from `documents`.
     """
     collection_path, queries_path = Path(collection_path), Path(queries_path)
-    queries = read_queries(queries_path, split)
+    kept_out = KeptOut()
+    queries = read_queries(queries_path, kept_out, split)
     raw_qrels = read_qrels(qrels_path) if qrels_path is not None else None
     judged = {docid for judgments in (raw_qrels or {}).values() for docid in judgments}
 
@@ -91,17 +94,22 @@ def load_msmarco(collection_path: str | Path, queries_path: str | Path, qrels_pa
     documents: dict[str, Document] = {}
     judged_found: set[str] = set()
     for number, pid, text in _iter_id_text(collection_path, ("pid", "passage"), report):
+        if doc_ids is None or pid in doc_ids:
+            if not kept_out.add(documents, pid, Document(pid, text), text, EMPTY_DOCUMENT, "passage",
+                                collection_path, number):
+                continue
+        elif not text.strip():
+            continue  # not asked for and without text: its judgments go as a missing passage's do
         if pid in judged:
             judged_found.add(pid)
-        if doc_ids is None or pid in doc_ids:
-            add_unique(documents, pid, Document(pid, text), "passage", collection_path, number)
     for missing in sorted(set(doc_ids or ()) - documents.keys()):
         report.skip(MISSING_CANDIDATE, missing)
     report.emit()
+    kept_out.emit()
 
     qrels = (filter_qrels(raw_qrels, query_ids=queries, doc_ids=judged_found, source=str(qrels_path))
              if raw_qrels is not None else Qrels())
-    return Collection(name, documents, queries, qrels, description=description)
+    return Collection(name, documents, queries, qrels, description=description, skipped=dict(kept_out.counts))
 
 
 def find_splits(folder: str | Path) -> dict[str, tuple[Path, Path | None]]:

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from r2r_core.data.bright import SourcedRecord, bright_collection
-from r2r_core.data.io import add_unique
+from r2r_core.data.io import EMPTY_DOCUMENT, EMPTY_QUERY, KeptOut
 from r2r_core.data.model import Collection, Document, Qrels, Query
 from r2r_core.data.trec import filter_qrels
 from r2r_core.errors import OfflineError, R2RError
@@ -150,20 +150,23 @@ def load_ir_datasets(dataset_id: str) -> Collection:
 def irds_collection(dataset: Any, dataset_id: str) -> Collection:
     """Convert an `ir_datasets` dataset object (docs, queries, qrels iterators) to a `Collection`."""
     source = f"irds:{dataset_id}"
+    kept_out = KeptOut()
     documents: dict[str, Document] = {}
     for number, doc in enumerate(dataset.docs_iter() if dataset.has_docs() else (), start=1):
         document = Document(doc.doc_id, _text_of(doc), getattr(doc, "title", "") or "",
                             url=getattr(doc, "url", None))
-        add_unique(documents, doc.doc_id, document, "document", source, number)
+        kept_out.add(documents, doc.doc_id, document, document.contents, EMPTY_DOCUMENT, "document", source, number)
     queries: dict[str, Query] = {}
-    for number, query in enumerate(dataset.queries_iter() if dataset.has_queries() else (), start=1):
-        add_unique(queries, query.query_id, Query(query.query_id, _text_of(query)), "query", source, number)
+    for number, item in enumerate(dataset.queries_iter() if dataset.has_queries() else (), start=1):
+        query = Query(item.query_id, _text_of(item))
+        kept_out.add(queries, query.query_id, query, query.text, EMPTY_QUERY, "query", source, number)
+    kept_out.emit()
     raw = Qrels()
     for qrel in dataset.qrels_iter() if dataset.has_qrels() else ():
         raw.add(qrel.query_id, qrel.doc_id, qrel.relevance)
     qrels = filter_qrels(raw, query_ids=queries, doc_ids=documents, source=source)
     return Collection(dataset_id.replace("/", "-"), documents, queries, qrels,
-                      description=f"ir_datasets {dataset_id}")
+                      description=f"ir_datasets {dataset_id}", skipped=dict(kept_out.counts))
 
 
 def _text_of(item: Any) -> str:

@@ -73,6 +73,7 @@ def _load_bundled(name: str, assets_dir: Path) -> Collection:
                        "(regenerate pydocs with `r2r build-pydocs`)")
     collection = load_beir(folder, name=name)
     collection.description = f"bundled collection {name}"
+    collection.technical = True  # the bundled collections are software documentation
     return collection
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 log = logging.getLogger("r2r_core.data")
@@ -28,3 +29,8 @@ class LoadReport:
     @property
     def total_skipped(self) -> int:
         return sum(self.skipped.values())
+
+
+def describe_counts(counts: Mapping[str, int]) -> str:
+    """Counts per reason as one phrase: {"empty query": 1, "empty document": 2} -> "1 empty query, 2 empty document"."""
+    return ", ".join(f"{count} {reason}" for reason, count in counts.items())

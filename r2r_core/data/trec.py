@@ -2,6 +2,8 @@
 
 Qrels: one judgment per line, `qid iter docid rel`, separated by any whitespace (DL19/DL20's
 `2019qrels-pass.txt` uses spaces, MS MARCO's `qrels.dev.tsv` uses tabs). `iter` is ignored.
+`read_qrels` also reads BEIR's `qrels/<split>.tsv` (`query-id corpus-id score`, with or without BEIR's
+header line): the first judgment's shape (3 or 4 columns) says which, and every line must have it.
 
 Run: one retrieved document per line, `qid Q0 docid rank score tag`, separated by whitespace.
 The `Q0` and `rank` columns are ignored (trec_eval orders by score); ranks are recomputed from
@@ -9,7 +11,8 @@ the scores, with ties broken by document id (`Run.from_scores`), so a run reads 
 whatever order its lines are in.
 
 Errors (`DataFormatError` naming the file and line): text that is not UTF-8, a wrong number of
-columns, a non-integer relevance or rank, a non-numeric or non-finite score, the same
+columns (in qrels: neither 3 nor 4, or not the first judgment's), a qrels file without judgments, a
+non-integer relevance or rank, a non-numeric or non-finite score, the same
 (qid, docid) twice in a run, and the same (qid, docid) twice in qrels with different grades.
 Skipped with a counted warning: blank lines, and a qrels judgment repeated with the same grade.
 """
@@ -26,6 +29,10 @@ from r2r_core.data.report import LoadReport
 from r2r_core.errors import DataFormatError, R2RError
 
 QRELS_COLUMNS = ("qid", "iter", "docid", "rel")
+BEIR_QRELS_COLUMNS = ("query-id", "corpus-id", "score")  # also BEIR's header line
+# Qrels formats by column count: (name, columns, the grade column in error messages).
+QRELS_SHAPES = {4: ("TREC", QRELS_COLUMNS, "relevance (4th column)"),
+                3: ("BEIR", BEIR_QRELS_COLUMNS, "score (3rd column)")}
 RUN_COLUMNS = ("qid", "Q0", "docid", "rank", "score", "tag")
 
 UNKNOWN_QUERY = "qrels for queries not in the collection (trec_eval ignores queries without a run)"
@@ -34,17 +41,35 @@ REPEATED_JUDGMENT = "repeated judgment with the same grade"
 
 
 def read_qrels(path: str | Path) -> Qrels:
-    """Read a TREC qrels file (`qid iter docid rel`) into `Qrels`.
+    """Read a TREC (`qid iter docid rel`) or BEIR (`query-id corpus-id score`) qrels file into `Qrels`.
 
-    Every judgment is kept, including grade 0 (judged non-relevant) and negative grades. Filtering
-    against a collection's queries and corpus is a separate step (`filter_qrels`).
+    The first judgment's column count tells the two apart; BEIR's header line may come first. Every
+    judgment is kept, including grade 0 (judged non-relevant) and negative grades. Filtering against a
+    collection's queries and corpus is a separate step (`filter_qrels`).
     """
     report = LoadReport(str(path))
     qrels = Qrels()
-    for number, line in iter_lines(path, report):
-        qid, _iter, docid, rel = split_columns(line, QRELS_COLUMNS, path, number, sep=None)
-        grade = parse_int(rel, "relevance (4th column)", path, number)
-        add_judgment(qrels, qid, docid, grade, report, path, number)
+    shape: tuple[int, str, tuple[str, ...], str] | None = None  # (first judgment's line, format, columns, grade)
+    for index, (number, line) in enumerate(iter_lines(path, report)):
+        fields = line.split()
+        if index == 0 and tuple(fields) == BEIR_QRELS_COLUMNS:
+            continue  # BEIR's header line
+        if shape is None:
+            if len(fields) not in QRELS_SHAPES:
+                raise DataFormatError(
+                    path, f"expected 3 (BEIR: {' '.join(BEIR_QRELS_COLUMNS)}) or 4 (TREC: {' '.join(QRELS_COLUMNS)}) "
+                    f"whitespace-separated columns, found {len(fields)}", number)
+            shape = (number, *QRELS_SHAPES[len(fields)])
+        first, name, columns, grade_column = shape
+        if len(fields) != len(columns):
+            raise DataFormatError(
+                path, f"expected {len(columns)} whitespace-separated columns ({' '.join(columns)}) as line {first} "
+                f"has ({name} qrels), found {len(fields)}; a qrels file is BEIR (3 columns) or TREC (4), not both",
+                number)
+        qid, docid, rel = (fields[0], fields[2], fields[3]) if name == "TREC" else fields
+        add_judgment(qrels, qid, docid, parse_int(rel, grade_column, path, number), report, path, number)
+    if shape is None:
+        raise DataFormatError(path, "no judgments (the file is empty or holds only a header)")
     report.emit()
     return qrels
 

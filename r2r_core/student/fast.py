@@ -187,7 +187,7 @@ def resolve_base_model(name: str) -> str:
     return name
 
 
-def _base_sha256(path: str) -> str | None:
+def base_weights_sha256(path: str) -> str | None:
     """sha256 of the base weights file when the base is a local folder (None for hub ids)."""
     folder = Path(path)
     for name in _BASE_WEIGHT_FILES:
@@ -518,7 +518,7 @@ class FastScorer:
     def save_pretrained(self, path: str | Path) -> Path:
         """Write the config JSON and the trainable weights (see the module docstring); returns the folder."""
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": asdict(self.config),
-                "base_sha256": _base_sha256(self._base_path)}
+                "base_sha256": base_weights_sha256(self._base_path)}
         return write_saved(path, CONFIG_NAME, WEIGHTS_NAME, meta, self.trainable_state_dict())
 
     @classmethod
@@ -533,7 +533,7 @@ class FastScorer:
         scorer = cls(config.base_model, config=config, device=device, amp=amp)
         expected = meta.get("base_sha256")
         if expected is not None:
-            actual = _base_sha256(scorer._base_path)
+            actual = base_weights_sha256(scorer._base_path)
             if actual is not None and actual != expected:
                 raise R2RError(
                     f"{path} was trained on base weights with sha256 {expected[:12]}..., but "

@@ -1,0 +1,94 @@
+"""Text analysis for technical collections: identifiers split into words, and kept whole.
+
+Lucene's standard tokenizer keeps `os.path.join`, `__init__` and `getElementById` as single terms, so
+a question that says "join paths" never meets `os.path.join`. `TechnicalAnalyzer` first finds
+identifier-like tokens itself, then:
+
+- emits every part of a compound identifier (split at `.`, `_`, `-`, `::`, camelCase and letter/digit
+  boundaries) through Lucene's own English analysis (Anserini's default English analyzer: stopwords
+  and the Porter stemmer, run inside the JVM), so parts are stemmed exactly as Lucene stems prose;
+- also emits the whole identifier, lower-cased and unstemmed, so an exact `os.path.join` query still
+  matches the document that names it better than one that merely mentions "path" and "join".
+
+The terms are indexed pre-tokenized into a real Lucene index, and queries go through the same
+`analyze` before Lucene's whitespace analyzer sees them: index and query analysis cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+from r2r_core._java import pyserini_lucene
+from r2r_core.config import AnalyzerSettings
+
+# A token: word characters, optionally joined by the separators identifiers use (dots, hyphens, ::).
+# Call parentheses fall away because they are not word characters (`str.split()` -> `str.split`).
+_TOKEN = re.compile(r"\w+(?:(?:\.|-|::)\w+)*")
+# Possessive 's, as Lucene's EnglishPossessiveFilter removes it (before tokens are cut at the apostrophe).
+_POSSESSIVE = re.compile(r"['’]s\b")
+_SEPARATORS = re.compile(r"[._\-:]+")
+# Inside one ASCII piece: acronyms (HTTP in HTTPServer), capitalised or lower-case words, digit runs.
+_CAMEL_PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+
+
+def identifier_parts(token: str) -> list[str]:
+    """The words inside one token, in order: `os.path.join` -> [os, path, join],
+    `HTTPServer` -> [HTTP, Server], `__init__` -> [init], `base64` -> [base, 64]."""
+    parts: list[str] = []
+    for piece in _SEPARATORS.split(token):
+        if not piece:
+            continue
+        if piece.isascii():
+            parts.extend(_CAMEL_PARTS.findall(piece) or [piece])
+        else:  # camelCase rules are ASCII conventions; other scripts keep the piece whole
+            parts.append(piece)
+    return parts
+
+
+@cache
+def _lucene_english(stemmer: str, stopwords: bool):
+    """Anserini's default English analyzer with the given stemmer / stopwords (one per process)."""
+    pyserini_lucene()
+    from pyserini.analysis import Analyzer, get_lucene_analyzer
+
+    return Analyzer(get_lucene_analyzer(language="en", stemming=stemmer != "none",
+                                        stemmer=stemmer if stemmer != "none" else "porter", stopwords=stopwords))
+
+
+class TechnicalAnalyzer:
+    """text -> index terms, identical for documents and queries (see the module docstring)."""
+
+    def __init__(self, settings: AnalyzerSettings | None = None) -> None:
+        self.settings = settings or AnalyzerSettings()
+        if self.settings.name != "technical":
+            raise ValueError(f"TechnicalAnalyzer needs analyzer settings named 'technical', "
+                             f"got {self.settings.name!r}")
+
+    def tokens(self, text: str) -> tuple[list[str], list[str]]:
+        """(words for Lucene's English analysis, whole identifiers kept verbatim), before stemming."""
+        words: list[str] = []
+        whole: list[str] = []
+        for token in _TOKEN.findall(_POSSESSIVE.sub("", text)):
+            if not self.settings.split_identifiers:
+                words.append(token)
+                continue
+            parts = identifier_parts(token)
+            words.extend(parts)
+            # `os.path.join`, `__init__`, `getElementById`: the identifier itself is a term too.
+            if self.settings.keep_identifiers and parts != [token]:
+                whole.append(token.lower())
+        return words, whole
+
+    def analyze(self, text: str) -> list[str]:
+        """The terms Lucene indexes for `text` (and searches for, when `text` is a query)."""
+        words, whole = self.tokens(text)
+        analyzer = _lucene_english(self.settings.stemmer, self.settings.stopwords)
+        # Parts are plain word characters, so Lucene's tokenizer keeps each as one token; without
+        # splitting, a whole token such as `os.path.join` is likewise one token to it.
+        stemmed = list(analyzer.analyze(" ".join(words))) if words else []
+        return stemmed + whole
+
+    def analyze_to_text(self, text: str) -> str:
+        """`analyze` joined by spaces: what goes into the pre-tokenized index or Lucene's whitespace query."""
+        return " ".join(self.analyze(text))
