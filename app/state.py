@@ -16,13 +16,13 @@ from app.students import (
     load_students,
     rerank,
     resolve,
-    student_matrix,
+    student_pair_matrix,
     student_run_id,
 )
 from r2r_core.candidates import HybridRetriever, first_stage
 from r2r_core.config import CONFIG_ENV_VAR, R2RConfig, StudentConfig
 from r2r_core.data.model import Collection
-from r2r_core.data.registry import load_collection
+from r2r_core.data.registry import list_collections, load_collection
 from r2r_core.demo import prepare_demo_store
 from r2r_core.retrieval import BM25Retriever
 from r2r_core.store import RationaleRow, Store, StudentPrediction
@@ -42,6 +42,12 @@ def _config(path: str) -> R2RConfig:
 @st.cache_resource(show_spinner="Loading collection ...")
 def collection(spec: str) -> Collection:
     return load_collection(spec)
+
+
+def collection_specs() -> list[str]:
+    """What the Collection boxes offer: the bundled collections, then `[app] collections` (which
+    `r2r app --collection SPEC` extends)."""
+    return list(dict.fromkeys([*list_collections(), *app_config().app.collections]))
 
 
 @st.cache_resource(show_spinner="Starting Lucene and (first time only) building the BM25 index ...")
@@ -132,10 +138,12 @@ def student_reranking(_students: Students, name: str, query: str, candidates: tu
     return rerank(_students.scorer, query, candidates)
 
 
-@st.cache_data(max_entries=64, show_spinner="The student is comparing every pair ...")
+@st.cache_data(max_entries=64, show_spinner="The student is scoring the top documents ...")
 def student_pairs(_students: Students, name: str, query: str, candidates: tuple[tuple[str, str], ...]
                   ) -> PairMatrix:
-    return student_matrix(_students.scorer or _students.decoder, query, candidates)
+    """P(row beats column) among (doc id, text) candidates, in their order, from one scoring pass of the
+    scorer (else the decoder): k scores, no ``compare`` (student_comparison answers one opened pair)."""
+    return student_pair_matrix(_students.scorer or _students.decoder, query, candidates)
 
 
 def evaluation_report_path() -> Path:

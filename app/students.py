@@ -21,7 +21,7 @@ from r2r_core.data.model import Qrels, Run, ScoredDoc
 from r2r_core.errors import R2RError
 from r2r_core.evaluate import evaluate_run
 from r2r_core.store import RationaleRow, Store, StudentPrediction, run_id_for
-from r2r_core.student.api import Comparison, Explanation, Student, label_from_score
+from r2r_core.student.api import Comparison, Explanation, Student, label_from_score, relevance_logits
 from r2r_core.teacher.aggregate import pair_consistency, pair_share
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -183,15 +183,44 @@ def order_inconsistent(rows: Sequence[RationaleRow]) -> set[tuple[str, str]]:
     return found
 
 
-def student_matrix(scorer: Student, query: str, candidates: Sequence[tuple[str, str]]) -> PairMatrix:
-    """The student's ``compare`` for every pair (one call per unordered pair; the other cell is 1 - p)."""
-    doc_ids = [doc for doc, _ in candidates]
-    p = _empty(len(doc_ids))
-    for i, (_, text_a) in enumerate(candidates):
-        for j in range(i + 1, len(candidates)):
-            probability = scorer.compare(query, text_a, candidates[j][1]).probability
-            p[i][j], p[j][i] = probability, 1.0 - probability
-    return PairMatrix(doc_ids, p)
+def pair_matrix_from_scores(doc_ids: Sequence[str], scores: Sequence[float]) -> PairMatrix:
+    """P(row beats column) = sigmoid(score_row - score_column), the Bradley-Terry reading RankNet trains
+    and the students' ``compare`` uses, from one score per document.
+
+    Input contract: ``doc_ids`` distinct, in display order; ``scores[i]`` the finite relevance score of
+    ``doc_ids[i]`` on the logit scale (P(relevant) = sigmoid(score), higher is more relevant; e.g.
+    r2r_core.student.api.relevance_logits), not a probability. The result is antisymmetric (the lower
+    triangle is 1 - the upper, so P(i, j) + P(j, i) = 1) and NaN on the diagonal (a document is not
+    compared with itself; the teacher's matrix leaves it NaN too). Pure: no model, no Streamlit.
+    """
+    if len(set(doc_ids)) != len(doc_ids):
+        raise R2RError(f"pair matrix: document ids must be distinct, got {list(doc_ids)}")
+    if len(scores) != len(doc_ids):
+        raise R2RError(f"pair matrix: {len(scores)} scores for {len(doc_ids)} documents; expected one per document")
+    values = [float(score) for score in scores]
+    if not all(math.isfinite(v) for v in values):
+        raise R2RError(f"pair matrix: scores must be finite logits, got {values}")
+    p = _empty(len(values))
+    for i, score in enumerate(values):
+        for j in range(i + 1, len(values)):
+            p[i][j] = _sigmoid(score - values[j])
+            p[j][i] = 1.0 - p[i][j]
+    return PairMatrix(list(doc_ids), p)
+
+
+def _sigmoid(x: float) -> float:
+    # Two forms so that math.exp never overflows for a large score gap.
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def student_pair_matrix(scorer: Student, query: str, candidates: Sequence[tuple[str, str]]) -> PairMatrix:
+    """The student's P(row beats column) among (doc id, text) candidates from ONE scoring pass (k
+    ``predict`` scores, no ``compare``: a comparison may generate text, so it is asked per opened pair)."""
+    logits = relevance_logits(scorer, query, [text for _, text in candidates])
+    return pair_matrix_from_scores([doc for doc, _ in candidates], logits.tolist())
 
 
 def disagreements(teacher: PairMatrix, student: PairMatrix) -> set[tuple[str, str]]:

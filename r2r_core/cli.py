@@ -585,8 +585,12 @@ def app_cmd(
     ctx: typer.Context,
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8501,
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    collection: Annotated[
+        list[str] | None,
+        typer.Option("--collection", "-c", help="Also offer this collection spec (repeatable), e.g. beir:DIR."),
+    ] = None,
 ) -> None:
-    """Start the Streamlit app on the bundled demo (offline)."""
+    """Start the Streamlit app on the bundled demo (offline) and any collections you name."""
     import os
     import subprocess
 
@@ -594,9 +598,19 @@ def app_cmd(
     entry = root / "app" / "Home.py"
     if not entry.exists():
         raise R2RError(f"the app is not installed next to r2r_core (looked for {entry})")
+    config = _config(ctx)
+    if collection:
+        for spec in collection:  # a typo should fail here, not as a red box in the browser
+            _load(spec)
+        extra = tuple(dict.fromkeys([*config.app.collections, *collection]))
+        config = config.with_overrides(app__collections=extra)
+    # The Streamlit process reads its settings from a file: hand it the effective configuration
+    # (file + --home + --collection), so every flag given here reaches the app.
+    effective = config.paths.home / "app" / "r2r-app.toml"
+    effective.parent.mkdir(parents=True, exist_ok=True)
+    effective.write_text(config.to_toml(), encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
-    if ctx.obj.config_file is not None:
-        env[CONFIG_ENV_VAR] = str(ctx.obj.config_file.resolve())
+    env[CONFIG_ENV_VAR] = str(effective.resolve())
     command = [
         sys.executable, "-m", "streamlit", "run", str(entry),
         "--server.port", str(port), "--server.address", host, "--server.headless", "true",

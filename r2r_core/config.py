@@ -9,6 +9,7 @@ we must set (Java, Hugging Face offline mode) are set by the modules that own th
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -252,11 +253,19 @@ class AppConfig:
     """The Streamlit app (`r2r app`).
 
     evaluation_report: the systems table the Evaluation page shows (written by `r2r evaluate-systems`);
-    pairwise_top_k: how many of the student's top documents the Pairwise page compares (all pairs).
+    pairwise_top_k: how many of the student's top documents the Pairwise page compares (all pairs);
+    collections: collection specs offered beside the bundled ones (any spec `--collection` takes, e.g.
+    "beir:/data/scifact"; `r2r app --collection SPEC` adds to them). Each is indexed on first use.
     """
 
     evaluation_report: Path = Path("assets/eval/pydocs-test.json")
     pairwise_top_k: int = 6
+    collections: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.collections, str) or not all(isinstance(c, str) for c in self.collections):
+            raise R2RError(f"[app] collections must be a list of collection specs, got {self.collections!r}")
+        object.__setattr__(self, "collections", tuple(self.collections))
 
 
 @dataclass(frozen=True)
@@ -288,6 +297,23 @@ class R2RConfig:
             raise R2RError(f"config file {path}: {exc}") from exc
         return _build(cls, data, str(path))
 
+    def to_toml(self) -> str:
+        """This configuration as a TOML file that `load` reads back to an equal config.
+
+        Unset (None) values are left out, and so are secrets (fields declared with repr=False, such as the
+        teacher's API key): a written config never holds a key; the reader takes it from the environment.
+        """
+        lines: list[str] = []
+        for section in fields(self):
+            lines.append(f"[{section.name}]")
+            table = getattr(self, section.name)
+            for item in fields(table):
+                value = getattr(table, item.name)
+                if value is not None and item.repr:
+                    lines.append(f"{item.name} = {_toml_value(value)}")
+            lines.append("")
+        return "\n".join(lines)
+
     def with_overrides(self, **dotted: Any) -> R2RConfig:
         """Apply `section__key=value` overrides, skipping None (an unset CLI flag)."""
         config = self
@@ -298,6 +324,18 @@ class R2RConfig:
             current = getattr(config, section)
             config = replace(config, **{section: replace(current, **{name: value})})
         return config
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a valid TOML basic string
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise R2RError(f"cannot write {value!r} ({type(value).__name__}) to TOML")
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:

@@ -21,6 +21,7 @@ from r2r_core.student.data import (
     build_examples,
     check_trainable,
     examples_from_store,
+    load_training_data,
     train_dev_examples,
 )
 
@@ -145,6 +146,27 @@ def test_examples_from_store_skip_annotated_rationales(tmp_path: Path) -> None:
     assert [e.doc_ids for e in examples_from_store(store, "toy", "train", min_severity=3)] == [["d1", "d2"]]
     with pytest.raises(R2RError, match="test"):
         examples_from_store(store, "toy", "test")
+
+
+
+def test_scores_without_yes_or_no_in_the_top_logprobs_are_never_training_targets(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r2r.duckdb")
+    store.put_collection(_collection(), source="test")
+    job = store.create_teacher_job(TeacherJob("toy", "pointwise_score", "m", "v1"))
+    top = [[["Maybe", -0.1], ["The", -3.0]]]
+    store.add_rationales([
+        job.rationale("q1", "d1", score=0.9, parsed={"p_yes": 0.9, "status": "ok"}),
+        # as stored since issue 15: invalid, raw output kept, no score
+        job.rationale("q1", "d2", status="invalid", failure_kind="no_yes_no_in_top_logprobs", raw_output="Maybe",
+                      parsed={"p_yes": None, "status": "fallback", "first_token_top_logprobs": top}),
+        # as stored before: "ok" with the no-information fallback 0.5 as if the teacher had said so
+        job.rationale("q1", "d3", score=0.5, raw_output="Maybe",
+                      parsed={"p_yes": 0.5, "status": "fallback", "first_token_top_logprobs": top}),
+    ])
+    (q1,) = examples_from_store(store, "toy", "train")
+    assert q1.doc_ids == ["d1"] and q1.teacher_scores == [0.9]
+    data = load_training_data(store, "toy", dev_split=None)
+    assert [e.doc_ids for e in data.train] == [["d1"]]
 
 
 # --------------------------------------------------------------------------- the fast scorer

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from r2r_core.config import R2RConfig
-from r2r_core.data.model import Collection, Run
+from r2r_core.data.model import Collection, Document, Qrels, Query, Run
 from r2r_core.store import Store
-from r2r_core.teacher.backends import LlamaCppServer, LocalLlamaBackend
+from r2r_core.teacher.backends import LlamaCppServer, LocalLlamaBackend, OpenAIChatBackend
 from r2r_core.teacher.generate import GenerationSettings
 from r2r_core.teacher.jobs import TeachPlan, TeachRunner
 from r2r_core.teacher.models import resolve_model
@@ -165,3 +165,56 @@ def test_sigkill_then_resume_loses_nothing_and_duplicates_nothing(tmp_path: Path
     n_items = _candidate_count(store, depth=5)
     assert Counter(r.kind for r in rows) == {"pointwise_score": n_items, "direct": n_items}
     assert "from earlier runs" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Over-long input and uninformative answers (issue 15)
+
+LONG_QUERY = ("how do I make a python script executable on unix when the shebang line is ignored " * 400)[:25_000]
+LONG_DOC = "Put #! /usr/bin/env python3 on the first line and chmod +x the script. " * 80  # ~5,700 chars
+
+
+def _long_input_collection(tiny: Collection) -> tuple[Collection, Run]:
+    """The tiny documents plus one longer than every mode's document cap, and one 25,000-character query."""
+    docs = {**tiny.documents, "long-doc": Document("long-doc", LONG_DOC, "Executable scripts, at length")}
+    query = Query("q-long", LONG_QUERY, "test")
+    collection = Collection("long", docs, {"q-long": query}, Qrels({"q-long": {"long-doc": 2}}))
+    return collection, Run.from_scores("bm25", {"q-long": {"long-doc": 2.0, "unix-exec": 1.0}})
+
+
+def test_over_long_query_is_cut_and_every_cut_is_recorded_in_every_mode(
+    tmp_path: Path, tiny_collection, local
+) -> None:
+    collection, candidates = _long_input_collection(tiny_collection)
+    store = _store(tmp_path, collection)
+    plan = TeachPlan(split="test", depth=2, modes=("score", "direct", "pair-score"), pairs_per_query=1)
+    TeachRunner(store, local, collection, candidates, plan, FAST).run(progress=False)
+    rows = store.rationales(collection="long")
+    assert Counter(r.kind for r in rows) == {"pointwise_score": 2, "direct": 2, "pairwise_score": 1}
+    assert [r.failure_kind for r in rows if r.status == "failed"] == []  # context_exceeded before the fix
+    assert all(r.status == "ok" or (r.raw_output and r.failure_kind) for r in rows)
+    for row in rows:
+        assert row.extra["truncated_query"] is True, row.kind
+        # the long document is over every cap (4,000 characters pointwise, 2,500 in pairs)
+        assert row.extra["truncated_input"] is ("long-doc" in (row.doc_id, row.doc_b)), row.kind
+        assert row.tokens_in and row.tokens_in + FAST.max_tokens <= local.ctx_size
+
+
+def test_score_without_yes_or_no_in_top_logprobs_is_stored_invalid_with_its_raw_output(
+    tmp_path: Path, tiny_collection, candidates
+) -> None:
+    from tests.test_teacher_backends import Scripted, completion
+
+    # A real HTTP server whose model answers neither Yes nor No, and has neither among its alternatives.
+    reply = completion("Maybe", top=[("Maybe", -0.1), ("Perhaps", -2.5), ("The", -3.0)])
+    store = _store(tmp_path, tiny_collection)
+    plan = TeachPlan(split="test", depth=2, modes=("score",))
+    with Scripted(lambda n, body: (200, {}, reply)) as server, \
+            OpenAIChatBackend(server.base_url, "scripted", max_retries=0) as backend:
+        TeachRunner(store, backend, tiny_collection, candidates, plan, FAST).run(progress=False)
+    rows = store.rationales(collection="tiny", kind="pointwise_score")
+    assert rows
+    for row in rows:
+        assert (row.status, row.failure_kind) == ("invalid", "no_yes_no_in_top_logprobs")
+        assert row.score is None and row.raw_output == "Maybe" and row.failure_message
+        assert row.parsed["first_token_top_logprobs"][0][0] == ["Maybe", -0.1]

@@ -27,7 +27,6 @@ from app import state
 from app.rationales import KIND_TITLES, LABEL_NAMES, inconsistent_pairs, render_rationale
 from app.students import describe, prediction_label, record_explanation
 from r2r_core.data.model import Collection
-from r2r_core.data.registry import list_collections
 from r2r_core.errors import R2RError, StoreError
 from r2r_core.store import ANNOTATION_CATEGORIES, AnnotationRow, RationaleRow, Store, StudentPrediction
 from r2r_core.teacher.aggregate import pair_share
@@ -446,7 +445,7 @@ def main() -> None:
     take_handoff()
     opened = state.store()
     with st.sidebar:
-        specs = list_collections()
+        specs = state.collection_specs()
         if st.session_state.get("ann_collection") not in specs:
             st.session_state.pop("ann_collection", None)
         spec = st.selectbox("Collection", specs, key="ann_collection")

@@ -29,7 +29,6 @@ from app.rationales import (
 )
 from app.students import Students, describe, record_explanation
 from r2r_core.data.model import Collection, Document
-from r2r_core.data.registry import list_collections
 from r2r_core.store import RationaleRow
 from r2r_core.student.api import Explanation
 from r2r_core.teacher.prompts import document_text
@@ -302,7 +301,7 @@ def main() -> None:
     st.caption("One candidate: the passage, the teacher's and the student's verdicts and why, the known label.")
     restore_selection()
     with st.sidebar:
-        specs = list_collections()
+        specs = state.collection_specs()
         keep_valid("doc_collection", specs)
         spec = st.selectbox("Collection", specs, key="doc_collection")
         st.session_state.setdefault("doc_depth", 20)

@@ -17,7 +17,6 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
-from r2r_core.data.registry import list_collections
 from r2r_core.errors import R2RError
 from r2r_core.evaluate import EvaluationReport
 from r2r_core.systems import SIGNIFICANCE, significance_cells
@@ -120,7 +119,7 @@ def main() -> None:
         st.stop()
     system = st.selectbox("Compare BM25 with", others, key="eval_system",
                           format_func=lambda n: report.system(n).label)
-    known = report.collection in list_collections()
+    known = report.collection in state.collection_specs()
     texts = {q: query.text for q, query in state.collection(report.collection).queries.items()} if known else {}
     frame = per_query_frame(report, system, texts)
     cols = st.columns(3)

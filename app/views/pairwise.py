@@ -2,10 +2,13 @@
 
 Two heatmaps of P(row document beats column document): the teacher's from its stored pairwise
 answers and pairwise P(A) scores (aggregate.pair_share, both presentation orders averaged), the
-student's computed live with ``compare`` (one call per pair). Cells where the two prefer different
-documents are marked ✗, teacher pairs whose two presentation orders disagree are marked ⟲. Selecting
-a cell (or a pair below) shows both comparative explanations side by side; the student's is stored so
-it can be annotated. Document and model text is untrusted: st.text only; heatmap labels are escaped.
+student's from ONE scoring pass over the top-k (k scores; P(i beats j) = sigmoid(logit_i - logit_j),
+what its ``compare`` computes), never k^2 ``compare`` calls: a comparison may generate text. Cells
+where the two prefer different documents are marked ✗, teacher pairs whose two presentation orders
+disagree are marked ⟲. Selecting a cell (or a pair below) opens it: only then is the student's
+``compare`` asked (cached per query and pair), and both comparative explanations are shown side by
+side; the student's is stored so it can be annotated. Document and model text is untrusted: st.text
+only; heatmap labels are escaped.
 """
 
 from __future__ import annotations
@@ -183,11 +186,10 @@ def main() -> None:
     query_rows = [r for r in rows if r.query_id == query_id] if query_id else []
     teacher = teacher_matrix(query_rows, doc_ids)
     inconsistent = order_inconsistent(query_rows)
+    texts = dict(candidates)
     comparer = students.scorer or students.decoder
     student = state.student_pairs(students, students.scorer_name or students.decoder_name, query,
-                                  tuple(c for c in candidates if c[0] in doc_ids)) if comparer else None
-    if student is not None:  # in display order
-        student = PairMatrix(doc_ids, [[student.value(a, b) if a != b else math.nan for b in doc_ids] for a in doc_ids])
+                                  tuple((d, texts[d]) for d in doc_ids)) if comparer else None
     disagree = disagreements(teacher, student) if student is not None else set()
     marks = {pair: " ✗" for pair in disagree}
     for pair in inconsistent:
@@ -232,7 +234,13 @@ def main() -> None:
         flags = (" · disagree" if key in disagree else "") + (" · order-inconsistent" if key in inconsistent else "")
         return f"#{position[pair[0]]} {pair[0]}  vs  #{position[pair[1]]} {pair[1]}{flags}"
 
-    a, b = st.selectbox("Pair", options, format_func=describe_pair, key=PAIR_KEY)
+    # No pair is open until the user picks one: opening it is what asks the student to compare.
+    opened = st.selectbox("Pair", options, format_func=describe_pair, key=PAIR_KEY, index=None,
+                          placeholder="Click a cell, or pick a pair")
+    if opened is None:
+        st.info("Click a heatmap cell, or pick a pair above, to read both comparative explanations.")
+        return
+    a, b = opened
     with st.expander("The two passages"):
         for doc_id in (a, b):
             st.text(f"#{position[doc_id]} {doc_id}")

@@ -18,7 +18,6 @@ from app import state
 from app.rationales import TeacherView, md_escape, render_direct_rationale, teacher_views
 from app.students import Reranking, ndcg_at_10
 from r2r_core.data.model import Collection, ScoredDoc
-from r2r_core.data.registry import list_collections
 from r2r_core.teacher.prompts import document_text
 
 GRADE_COLOURS = {None: "#9ca3af", 0: "#ef4444", 1: "#f59e0b", 2: "#22c55e", 3: "#15803d"}
@@ -96,7 +95,7 @@ def student_table(collection: Collection, hits: Sequence[ScoredDoc], judged: Map
 def main() -> None:
     st.title("R2R Studio")
     st.caption("Reason-to-Rank: BM25 candidates, re-ranked by a student that explains itself.")
-    specs = list_collections()
+    specs = state.collection_specs()
     take_handoff(specs)
     with st.sidebar:
         spec = st.selectbox("Collection", specs, key="collection")

@@ -16,6 +16,7 @@ Labels use the teacher's 0-3 scale; a student's label is its probability mapped 
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,9 +28,13 @@ import numpy as np
 from r2r_core.errors import R2RError
 from r2r_core.teacher.prompts import LABEL_SCALE
 
-__all__ = ["Comparison", "Explanation", "Student", "label_from_score", "load_student", "student_kind"]
+__all__ = ["Comparison", "Explanation", "Student", "label_from_score", "load_student", "relevance_logits",
+           "student_kind"]
 
 MAX_LABEL = max(LABEL_SCALE)
+# float32 P(relevant) is exactly 0 or 1 beyond |logit| ~17; clipping keeps log(p / (1 - p)) finite
+# (documents past the clip tie at about +-16.1).
+PROBABILITY_CLIP = 1e-7
 
 
 @dataclass
@@ -94,6 +99,33 @@ def label_from_score(score: float) -> int:
     if not 0.0 <= score <= 1.0 or score != score:
         raise R2RError(f"a relevance probability must be in [0, 1], got {score!r}")
     return int(min(MAX_LABEL, max(0, round(score * MAX_LABEL))))
+
+
+def relevance_logits(student: Student, query: str, documents: Sequence[str]) -> np.ndarray:
+    """ONE ``predict`` pass over (query, document) pairs: relevance on the logit scale, float64 (n,),
+    so that P(relevant) = sigmoid(logit) and P(a beats b) = sigmoid(logit_a - logit_b), as ``compare``
+    reads it.
+
+    A student whose ``predict`` takes ``apply_sigmoid`` (FastScorer, DecoderStudent) gives its raw
+    logits; any other (the protocol promises only P(relevant), e.g. RemoteStudent) has its
+    probabilities turned back with log(p / (1 - p)), clipped to [PROBABILITY_CLIP, 1 - PROBABILITY_CLIP].
+    """
+    pairs = [(query, document) for document in documents]
+    if "apply_sigmoid" in inspect.signature(student.predict).parameters:
+        logits = np.asarray(student.predict(pairs, apply_sigmoid=False), dtype=np.float64)
+    else:
+        logits = _logits_of(np.asarray(student.predict(pairs), dtype=np.float64), type(student).__name__)
+    if logits.shape != (len(pairs),) or not np.isfinite(logits).all():
+        raise R2RError(f"{type(student).__name__}.predict gave {logits.shape} scores (finite: "
+                       f"{bool(np.isfinite(logits).all())}) for {len(pairs)} documents; expected one finite score each")
+    return logits
+
+
+def _logits_of(probabilities: np.ndarray, student: str) -> np.ndarray:
+    if ((probabilities < 0) | (probabilities > 1) | np.isnan(probabilities)).any():
+        raise R2RError(f"{student}.predict gave scores outside [0, 1], not P(relevant): {probabilities.tolist()}")
+    clipped = np.clip(probabilities, PROBABILITY_CLIP, 1.0 - PROBABILITY_CLIP)
+    return np.log(clipped / (1.0 - clipped))
 
 
 def student_kind(path: str | Path) -> str:
