@@ -241,6 +241,9 @@ class ServeConfig:
     max_chars: int = 8000  # per document; longer ones are cut and the response says so
     max_body_bytes: int = 8 * 1024 * 1024
     max_batch: int = 64  # (query, document) pairs per forward pass
+    # Pairs one request adds to a forward pass: a small request that arrives while a huge one is being
+    # scored waits for at most one pass of this size (CPU forward passes gain little beyond ~8 pairs).
+    max_pairs_per_request: int = 8
     max_wait_ms: float = 5.0  # how long the batcher waits to fill a batch
     micro_batching: bool = True  # False: every rerank request gets forward passes of its own (for comparison)
     request_timeout_s: float = 60.0

@@ -21,9 +21,12 @@ response's ``meta.model`` names the student that answered.
 Execution
 ---------
 Every ranker call runs on one model thread, in submission order. Rerank requests without evidence go
-through a micro-batcher: one asyncio task takes the first queued request, keeps taking requests until
-``max_batch`` pairs are gathered or ``max_wait_ms`` has passed, runs ONE ``predict`` over all their pairs
-on the model thread and hands each request its slice. Generation (the explainer) runs on its own threads,
+through a fair micro-batcher: one asyncio task runs forward passes of at most ``max_batch`` pairs and
+at most ``max_pairs_per_request`` of one request, shared among the requests in progress, fewest pairs
+left first (when idle it waits up to ``max_wait_ms`` for requests to share the first pass), so a small
+request is never queued behind the whole of a huge one;
+a request is answered when all its pairs are scored, and one that timed out is dropped before its next
+slice. Generation (the explainer) runs on its own threads,
 at most ``generation_concurrency`` at once, so a long generation never holds up reranking.
 
 Limits and errors (every error answers JSON ``{"message": str, "detail": ...}``; the process stays up)
@@ -35,8 +38,9 @@ Limits and errors (every error answers JSON ``{"message": str, "detail": ...}``;
   ``body.documents.3``); a body that is not JSON, not UTF-8, or nested too deeply to parse -> 422 on ``body``;
 * documents longer than ``max_chars`` characters are cut to that length; the response says which
   (``results[i].truncated``, ``meta.truncated_documents``, a line in ``meta.warnings``);
-* a request not answered within ``request_timeout_s`` -> 504 (work already on the model thread finishes
-  and is discarded); a failure inside a student -> 500 naming the exception.
+* a request not answered within ``request_timeout_s`` -> 504 (the forward pass already on the model
+  thread finishes and is discarded; the request's remaining pairs are never scored); a failure inside a
+  student -> 500 naming the exception.
 """
 
 from __future__ import annotations
@@ -232,6 +236,7 @@ class BatcherStats(BaseModel):
     batches: int = Field(description="predict calls (forward-pass groups) they took.")
     pairs: int
     pending: int = Field(description="Rerank requests waiting for their scores now (a timed-out one stops waiting).")
+    abandoned: int = Field(0, description="Requests dropped before all their pairs were scored (they timed out).")
 
 
 class Health(BaseModel):
@@ -249,8 +254,18 @@ class Health(BaseModel):
 
 @dataclass
 class _Job:
+    """One request's pairs, the scores filled in so far, and the future its handler awaits."""
+
     pairs: list[tuple[str, str]]
     future: asyncio.Future[list[float]]
+    scores: list[float] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> int:
+        return len(self.pairs) - len(self.scores)
+
+    def next_pairs(self, n: int) -> list[tuple[str, str]]:
+        return self.pairs[len(self.scores) : len(self.scores) + n]
 
 
 @dataclass
@@ -259,25 +274,38 @@ class _Counters:
     batches: int = 0
     pairs: int = 0
     pending: int = 0
+    abandoned: int = 0  # requests whose remaining pairs were never scored (they timed out first)
 
 
 class MicroBatcher:
-    """Gathers concurrent rerank requests into shared ``predict`` calls (see the module docstring).
+    """Fair micro-batching of rerank requests into shared ``predict`` calls (see the module docstring).
+
+    Every forward pass takes at most ``max_batch`` pairs and at most ``max_per_request`` of any one
+    request, the requests with the fewest pairs left first (ties keep their round-robin turn), so a
+    small request that arrives while a 1,000-document request is being scored waits for the short pass
+    in flight and is answered by the next one, not after the whole large request. A request whose
+    caller stopped waiting (timed out, disconnected) is dropped before its next slice: its remaining
+    pairs are never scored.
 
     ``score(pairs)`` -> one float per pair, exactly what ``ranker.predict(pairs)`` gives for them (on CPU;
-    on CUDA within the autocast tolerance). With ``gather=False`` every request is its own predict call.
+    on CUDA within the autocast tolerance). With ``gather=False`` no two requests share a forward pass
+    (each pass holds pairs of one request; requests still take turns).
     """
 
     def __init__(self, predict: Callable[[list[tuple[str, str]]], Any], run_on_model: Callable[..., Awaitable[Any]],
-                 *, max_batch: int, max_wait_s: float, gather: bool) -> None:
+                 *, max_batch: int, max_wait_s: float, gather: bool, max_per_request: int | None = None) -> None:
         if max_batch < 1:
             raise R2RError(f"serve.max_batch must be >= 1, got {max_batch}")
+        if max_per_request is not None and max_per_request < 1:
+            raise R2RError(f"serve.max_pairs_per_request must be >= 1, got {max_per_request}")
+        self.max_per_request = min(max_per_request or max_batch, max_batch)
         if max_wait_s < 0:
             raise R2RError(f"serve.max_wait_ms must be >= 0, got {max_wait_s * 1000}")
         self._predict = predict
         self._run_on_model = run_on_model
         self.max_batch, self.max_wait_s, self.gather = max_batch, max_wait_s, gather
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._active: list[_Job] = []  # in arrival order; the head is served first in the next pass
         self._task: asyncio.Task[None] | None = None
         self.counters = _Counters()
 
@@ -293,6 +321,8 @@ class MicroBatcher:
     async def score(self, pairs: list[tuple[str, str]]) -> list[float]:
         if self._task is None or self._task.done():
             raise R2RError("the micro-batcher is not running (the server did not start, or it has stopped)")
+        if not pairs:
+            return []
         job = _Job(pairs, asyncio.get_running_loop().create_future())
         self.counters.pending += 1
         self._queue.put_nowait(job)
@@ -301,49 +331,83 @@ class MicroBatcher:
         finally:
             self.counters.pending -= 1
 
-    async def _gather(self) -> list[_Job]:
-        """The next group: the first waiting job, plus more until max_batch pairs or max_wait has passed."""
-        jobs = [await self._queue.get()]
-        size = len(jobs[0].pairs)
+    def _admit_waiting(self) -> None:
+        while not self._queue.empty():
+            self._active.append(self._queue.get_nowait())
+
+    async def _wait_for_work(self) -> None:
+        """Block until there is a request; when idle, wait up to max_wait for others to share the pass."""
+        if self._active:
+            self._admit_waiting()
+            return
+        self._active.append(await self._queue.get())
+        self._admit_waiting()
         deadline = asyncio.get_running_loop().time() + self.max_wait_s
-        while self.gather and size < self.max_batch:
+        while self.gather and sum(j.remaining for j in self._active) < self.max_batch:
             left = deadline - asyncio.get_running_loop().time()
             try:
                 job = self._queue.get_nowait() if left <= 0 else await asyncio.wait_for(self._queue.get(), left)
             except (asyncio.QueueEmpty, TimeoutError):
                 break
-            jobs.append(job)
-            size += len(job.pairs)
-        return [j for j in jobs if not j.future.done()]  # drop requests that timed out while queued
+            self._active.append(job)
+
+    def _settle(self) -> None:
+        """Answer the requests whose pairs are all scored; drop those whose caller stopped waiting."""
+        still = []
+        for job in self._active:
+            if job.future.done():  # timed out or disconnected: its remaining pairs are not scored
+                self.counters.abandoned += 1
+            elif job.remaining == 0:
+                job.future.set_result(job.scores)
+                self.counters.requests += 1
+            else:
+                still.append(job)
+        self._active = still
+
+    def _plan(self) -> list[tuple[_Job, int]]:
+        """The next pass: (job, how many of its next pairs). Requests with the fewest pairs left come first
+        and each adds at most max_per_request pairs, up to max_batch in all: a small request is answered
+        in the next pass, and no pass is long enough to hold it up for more than one pass's time."""
+        jobs = self._active if self.gather else self._active[:1]
+        plan: list[tuple[_Job, int]] = []
+        budget = self.max_batch
+        for job in sorted(jobs, key=lambda j: j.remaining):  # stable: equal ones keep their turn order
+            take = min(job.remaining, self.max_per_request, budget)
+            if take > 0:
+                plan.append((job, take))
+                budget -= take
+        return plan
 
     async def _serve(self) -> None:
         while True:
-            jobs = await self._gather()
-            if jobs:
-                await self._score(jobs)
+            await self._wait_for_work()
+            self._settle()
+            plan = self._plan()
+            if plan:
+                await self._score(plan)
+            self._settle()
+            if len(self._active) > 1:  # the next pass starts with the next request
+                self._active.append(self._active.pop(0))
 
-    async def _score(self, jobs: list[_Job]) -> None:
-        """One predict over the jobs' pairs; on failure each job is retried alone, so one bad request
-        (say, text the tokenizer refuses) fails only itself, never the requests batched with it."""
-        pairs = [pair for job in jobs for pair in job.pairs]
+    async def _score(self, plan: list[tuple[_Job, int]]) -> None:
+        """One predict over the planned pairs; on failure each request's slice is retried alone, so one bad
+        request (say, text the tokenizer refuses) fails only itself, never the requests sharing its pass."""
+        pairs = [pair for job, n in plan for pair in job.next_pairs(n)]
         try:
             scores = await self._run_on_model(self._predict, pairs)
         except Exception as exc:
-            if len(jobs) > 1:
-                for job in jobs:
-                    await self._score([job])
-            elif not jobs[0].future.done():
-                jobs[0].future.set_exception(exc)
+            if len(plan) > 1:
+                for part in plan:
+                    await self._score([part])
+            elif not plan[0][0].future.done():
+                plan[0][0].future.set_exception(exc)
             return
         self.counters.batches += 1
-        self.counters.requests += len(jobs)
         self.counters.pairs += len(pairs)
         start = 0
-        for job in jobs:
-            end = start + len(job.pairs)
-            if not job.future.done():
-                job.future.set_result([float(s) for s in scores[start:end]])
-            start = end
+        for job, n in plan:
+            job.scores.extend(float(s) for s in scores[start : start + n])
+            start += n
 
 
 # --------------------------------------------------------------------------- the service
@@ -392,6 +456,7 @@ class StudentService:
         self.batcher = MicroBatcher(
             lambda pairs: ranker.predict(pairs, batch_size=config.max_batch), self.on_model,
             max_batch=config.max_batch, max_wait_s=config.max_wait_ms / 1000.0, gather=config.micro_batching,
+            max_per_request=config.max_pairs_per_request,
         )
 
     # ---- lifecycle
@@ -558,7 +623,8 @@ class StudentService:
             explainer=self.explainer_name,
             device=_device_of(self.ranker),
             micro_batching=cfg.micro_batching,
-            batcher=BatcherStats(requests=c.requests, batches=c.batches, pairs=c.pairs, pending=c.pending),
+            batcher=BatcherStats(requests=c.requests, batches=c.batches, pairs=c.pairs, pending=c.pending,
+                                 abandoned=c.abandoned),
             limits={"max_documents": cfg.max_documents, "max_chars": cfg.max_chars,
                     "max_body_bytes": cfg.max_body_bytes, "max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
                     "request_timeout_s": cfg.request_timeout_s, "generation_concurrency": cfg.generation_concurrency},

@@ -590,3 +590,129 @@ def test_gpu_check_pack_is_self_contained_and_scores_like_the_student(gpu_check,
     assert gpu_check.compare_devices(ranker.predict(pairs), packed.predict(pairs), [len(pairs)], tol=1e-2) == []
     if not torch.cuda.is_available():
         assert gpu_check.main(["--check", str(folder)]) == gpu_check.EXIT_NO_CUDA
+
+
+# --------------------------------------------------------------------------- fairness of the micro-batcher
+
+
+class _RecordingPredict:
+    """A predict function (the batcher's injected dependency) that records each pass and takes real time."""
+
+    def __init__(self, seconds_per_pass: float) -> None:
+        self.passes: list[list[tuple[str, str]]] = []
+        self.seconds_per_pass = seconds_per_pass
+
+    def __call__(self, pairs: list[tuple[str, str]]) -> list[float]:
+        import time
+
+        time.sleep(self.seconds_per_pass)
+        self.passes.append(list(pairs))
+        return [float(len(doc)) for _, doc in pairs]
+
+
+async def _on_thread(fn, *args):
+    import asyncio
+
+    return await asyncio.to_thread(fn, *args)
+
+
+def _batcher(predict: _RecordingPredict, *, gather: bool = True, max_batch: int = 8, per_request: int | None = None):
+    from r2r_core.serve import MicroBatcher
+
+    return MicroBatcher(predict, _on_thread, max_batch=max_batch, max_wait_s=0.001, gather=gather,
+                        max_per_request=per_request)
+
+
+def test_a_small_request_waits_one_pass_not_the_whole_huge_one() -> None:
+    import asyncio
+
+    predict = _RecordingPredict(0.01)
+    huge = [("q", "d" * (i % 7 + 1)) for i in range(200)]
+    small = [("q2", "xx"), ("q2", "yyy")]
+
+    async def scenario():
+        batcher = _batcher(predict)
+        batcher.start()
+        big = asyncio.create_task(batcher.score(huge))
+        await asyncio.sleep(0.05)  # the huge request is being scored
+        passes_before = len(predict.passes)
+        little = await batcher.score(small)
+        passes_for_small = len(predict.passes) - passes_before
+        assert not big.done(), "the small request had to wait for the whole huge one"
+        result = await big
+        await batcher.stop()
+        return little, result, passes_for_small
+
+    little, result, passes_for_small = asyncio.run(scenario())
+    assert little == [2.0, 3.0] and result == [float(len(doc)) for _, doc in huge]  # every pair, in order
+    assert passes_for_small <= 2  # the pass in flight when it arrived, then one it shares
+    assert all(len(p) <= 8 for p in predict.passes)
+    shared = [p for p in predict.passes if ("q2", "xx") in p]
+    assert len(shared) == 1 and any(q == "q" for q, _ in shared[0])  # it shared a pass with the huge one
+
+
+def test_a_timed_out_request_is_not_scored_further() -> None:
+    import asyncio
+
+    predict = _RecordingPredict(0.01)
+    huge = [("q", f"doc {i}") for i in range(400)]
+
+    async def scenario():
+        batcher = _batcher(predict)
+        batcher.start()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(batcher.score(huge), 0.1)
+        scored_at_timeout = sum(len(p) for p in predict.passes)
+        await asyncio.sleep(0.2)
+        assert await batcher.score([("q3", "after")]) == [5.0]  # the batcher serves on
+        await batcher.stop()
+        return scored_at_timeout, batcher.counters.abandoned
+
+    scored_at_timeout, abandoned = asyncio.run(scenario())
+    scored = sum(len(p) for p in predict.passes)
+    assert abandoned == 1
+    assert scored < len(huge)
+    assert scored <= scored_at_timeout + 8 + 1  # at most the pass in flight, then the request after it
+
+
+def test_without_gathering_requests_take_turns_but_never_share_a_pass() -> None:
+    import asyncio
+
+    predict = _RecordingPredict(0.005)
+    first = [("a", f"{i}") for i in range(20)]
+    second = [("b", f"{i}") for i in range(20)]
+
+    async def scenario():
+        batcher = _batcher(predict, gather=False, max_batch=4)
+        batcher.start()
+        results = await asyncio.gather(batcher.score(first), batcher.score(second))
+        await batcher.stop()
+        return results
+
+    asyncio.run(scenario())
+    owners = [{q for q, _ in p} for p in predict.passes]
+    assert all(len(o) == 1 for o in owners)
+    order = [next(iter(o)) for o in owners]
+    assert order[:4] in (["a", "b", "a", "b"], ["b", "a", "b", "a"])  # round-robin, not one after the other
+
+
+def test_one_request_adds_at_most_its_share_to_a_pass() -> None:
+    import asyncio
+
+    predict = _RecordingPredict(0.002)
+    huge = [("h", f"{i}") for i in range(40)]
+    other = [("o", f"{i}") for i in range(12)]
+
+    async def scenario():
+        batcher = _batcher(predict, max_batch=10, per_request=4)
+        batcher.start()
+        results = await asyncio.gather(batcher.score(huge), batcher.score(other))
+        await batcher.stop()
+        return results
+
+    first, second = asyncio.run(scenario())
+    assert first == [float(len(d)) for _, d in huge] and second == [float(len(d)) for _, d in other]
+    for p in predict.passes:
+        assert len(p) <= 8  # two requests, at most 4 pairs each (the budget of 10 is not the limit here)
+        assert all(sum(q == owner for q, _ in p) <= 4 for owner in ("h", "o"))
+    assert any({q for q, _ in p} == {"h", "o"} for p in predict.passes)  # they share passes
