@@ -652,6 +652,8 @@ def serve(
 
         torch.set_num_threads(config.serve.torch_threads)
     ranker = load_student(config.student.path, device=config.student.device)
+    if config.serve.merge_adapters and hasattr(ranker, "merge_adapter"):
+        ranker.merge_adapter()  # this process only serves: the LoRA need not stay separate
     explainer = load_student(decoder_path, device=config.student.device) if use_decoder else None
     app_ = create_app(ranker, explainer, config.serve, ranker_name=config.student.path.name,
                       explainer_name=decoder_path.name if explainer is not None and decoder_path else None)

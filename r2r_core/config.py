@@ -249,6 +249,7 @@ class ServeConfig:
     request_timeout_s: float = 60.0
     generation_concurrency: int = 1  # /v1/explain and /v1/compare generations in flight at once
     torch_threads: int | None = None  # CPU threads per forward pass (torch.set_num_threads); None: torch's default
+    merge_adapters: bool = True  # fold a student's LoRA into its encoder when serving (same scores, faster)
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,14 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 from test_app import loaded_student, student_setup
+from test_pairwise_matrix import CountingStudent
 
 from app import state
 from app.rationales import marked_html, marked_segments, passage_segments
+from app.students import pair_matrix_from_scores
 from r2r_core.config import CONFIG_ENV_VAR, R2RConfig
 from r2r_core.store import RationaleRow, Store, TeacherJob
+from r2r_core.student.api import relevance_logits
 from r2r_core.teacher.prompts import document_text
 
 PAGES = Path(__file__).resolve().parent.parent / "app" / "views"
@@ -376,29 +379,78 @@ def test_pairwise_heatmaps_mark_disagreements_and_show_both_explanations(store: 
     assert metrics["Teacher pairs judged"] == "6 / 6"
     assert metrics["Order-inconsistent teacher pairs"] == "1"
     texts = {d: document_text(pydocs.documents[d]) for d in docs}
-    student_p = {(a, b): real_student.compare(text, texts[a], texts[b]).probability
-                 for i, a in enumerate(docs) for b in docs[i + 1:]}
+    # The student's heatmap: one scoring pass over the top 4, P(a beats b) = sigmoid(logit_a - logit_b).
+    student_p = pair_matrix_from_scores(docs, relevance_logits(real_student, text, [texts[d] for d in docs]))
     # The teacher prefers the earlier document of every consistent pair; the shaky pair is 1/2 each.
-    expected = {pair for pair, p in student_p.items() if pair != shaky and p < 0.5}
+    expected = {(a, b) for i, a in enumerate(docs) for b in docs[i + 1:]
+                if (a, b) != shaky and student_p.value(a, b) < 0.5}
     assert metrics["Teacher-student disagreements"] == str(len(expected))
     teacher_chart, student_chart = (json.loads(c.proto.spec)["data"][0] for c in app.get("plotly_chart"))
     assert teacher_chart["z"][0][1] == 1.0 and teacher_chart["z"][1][0] == 0.0 and teacher_chart["z"][1][2] == 0.5
-    assert student_chart["z"][0][1] == pytest.approx(student_p[(docs[0], docs[1])], abs=1e-6)
+    assert student_chart["z"][0][1] == pytest.approx(student_p.value(docs[0], docs[1]), abs=1e-6)
     marked = sum("✗" in cell for row in teacher_chart["text"] for cell in row)
     assert marked == 2 * len(expected)  # both cells of each disagreeing pair
     options = app.selectbox(key="pw_pair").options
     assert all("disagree" in o for o in options[: len(expected)])
+    assert app.selectbox(key="pw_pair").value is None  # no pair is open until one is picked
+    assert any("Click a heatmap cell" in i.value for i in app.info)
 
     app.selectbox(key="pw_pair").set_value(shaky)
     run_ok(app)
     assert any("Order-inconsistent" in w.value for w in app.warning)
     shown = [t.value for t in app.text]
     assert f"<i>{shaky[0]}</i> answers it" in shown and "swapped" in shown  # both orders, as text
-    p = student_p[shaky]
+    p = real_student.compare(text, texts[shaky[0]], texts[shaky[1]]).probability  # the opened pair's comparison
     assert f"Prefers: {shaky[0] if p >= 0.5 else shaky[1]}\nP({shaky[0]} beats {shaky[1]}) = {p:.3f}" in shown
     stored = [x for x in store.student_predictions(query_id=query, kind="pairwise") if (x.doc_id, x.doc_b) == shaky]
     assert len(stored) == 1 and stored[0].score == pytest.approx(p, abs=1e-6)
     assert any(b.key == f"pw-bad-student-{stored[0].prediction_id}" for b in app.button)
+
+
+@pytest.fixture
+def counting_scorer(store: Store):
+    """The app's own (real, cached) scorer wrapped in a CountingStudent for one test, then put back;
+    the cached student outputs are cleared so that every call the page makes is counted."""
+    students = state.students()
+    real = students.scorer
+    assert real is not None, students.notes
+    students.scorer = CountingStudent(real)
+    st.cache_data.clear()
+    yield students.scorer
+    students.scorer = real
+    st.cache_data.clear()
+
+
+def test_pairwise_heatmap_scores_k_documents_once_and_compares_only_the_opened_pair(
+        counting_scorer: CountingStudent, pydocs, pydocs_bm25) -> None:
+    query, k = "how do I make a python script executable on unix", 5
+    app = run_ok(page("pairwise.py"))
+    app.slider(key="pw_top_k").set_value(k)
+    app.radio(key="pw_source").set_value("Free text")
+    run_ok(app)
+    app.text_input(key="pw_free_query").input(query)
+    run_ok(app)
+    run_ok(app)  # a rerun (any click) reuses the cached scores
+    assert [n for q, n in counting_scorer.scored if q == query] == [k]
+    assert counting_scorer.compared == []  # k scores, no compare, for the heatmap (and for any query before)
+
+    docs = [h.doc_id for h in pydocs_bm25.search(query, k)]
+    texts = [document_text(pydocs.documents[d]) for d in docs]
+    expected = pair_matrix_from_scores(docs, relevance_logits(counting_scorer.inner, query, texts))
+    student_chart = json.loads(app.get("plotly_chart")[1].proto.spec)["data"][0]
+    for i in range(k):
+        for j in range(k):
+            assert (student_chart["z"][i][j] is None) if i == j else (
+                student_chart["z"][i][j] == pytest.approx(expected.p[i][j], abs=1e-5))
+
+    opened = (docs[0], docs[2])
+    app.selectbox(key="pw_pair").set_value(opened)
+    run_ok(app)
+    run_ok(app)  # cached per (query, pair): a rerun does not compare again
+    assert counting_scorer.compared == [(query, texts[0], texts[2])]
+    assert [n for q, n in counting_scorer.scored if q == query] == [k]
+    shown = [t.value for t in app.text]
+    assert any(t.startswith("Prefers: ") and f"P({docs[0]} beats {docs[2]})" in t for t in shown)
 
 
 # ----------------------------------------------------------------------------- Evaluation

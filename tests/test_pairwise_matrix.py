@@ -89,7 +89,7 @@ class LogitStudent(OverlapStudent):
 # ----------------------------------------------------------------------------- the pure function
 
 DOCS = ["d0", "d1", "d2", "d3", "d4"]
-SCORES = [0.3, -1.2, 2.5, 0.3, 40.0]  # a tie (d0, d3) and a gap far past exp's range in float32
+SCORES = [0.3, -1.2, 2.5, 0.3, 40.0]  # a tie (d0, d3), and d4 far past float32 saturation
 
 
 def test_matrix_from_scores_is_antisymmetric_with_an_empty_diagonal() -> None:
@@ -116,7 +116,9 @@ def test_matrix_from_scores_orders_pairs_as_the_scores_do() -> None:
     for i in range(len(DOCS)):
         row = [matrix.p[i][j] for j in by_score if j != i]
         assert row == sorted(row, reverse=True)
-    assert matrix.value("d4", "d1") == 1.0 and matrix.value("d1", "d4") == 0.0  # no overflow
+    # A score gap past math.exp's range saturates instead of overflowing.
+    assert pair_matrix_from_scores(["a", "b"], [-1000.0, 1000.0]).p[0][1:] == [0.0]
+    assert pair_matrix_from_scores(["a", "b"], [1000.0, -1000.0]).p[1][:1] == [0.0]
 
 
 @pytest.mark.parametrize(("doc_ids", "scores", "problem"), [

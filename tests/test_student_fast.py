@@ -370,3 +370,26 @@ def test_data_parallel_under_torchrun_keeps_ranks_in_step(tmp_path: Path) -> Non
     assert ranks[0]["digest"] == ranks[1]["digest"]  # same weights after every averaged step
     assert ranks[0]["history"] != ranks[1]["history"]  # ... although each rank saw other queries
     assert (tmp_path / "model" / "fast_scorer.json").is_file()  # rank 0 saved the model
+
+
+def test_merging_the_lora_keeps_the_scores_and_refuses_to_save(tmp_path: Path) -> None:
+    import torch
+
+    from r2r_core.student.fast import FastScorer
+
+    torch.manual_seed(0)
+    scorer = FastScorer(max_length=64)
+    # Non-zero LoRA B matrices, so merging changes the encoder's weights (fresh LoRA B is all zeros).
+    with torch.no_grad():
+        for name, parameter in scorer.model.encoder.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.05)
+    pairs = [("how to sort a list", "Use sorted() or list.sort()."), ("gc thresholds", "The gc module ...")]
+    before = scorer.predict(pairs)
+    scorer.merge_adapter()
+    assert scorer.merged
+    assert not any("lora" in name for name, _ in scorer.model.encoder.named_parameters())
+    np.testing.assert_allclose(scorer.predict(pairs), before, atol=1e-5)
+    with pytest.raises(R2RError, match="merged"):
+        scorer.save_pretrained(tmp_path / "merged")
+    scorer.merge_adapter()  # a second call is a no-op

@@ -33,7 +33,6 @@ from app.students import (
     teacher_matrix,
 )
 from r2r_core.data.model import Collection
-from r2r_core.data.registry import list_collections
 from r2r_core.store import RationaleRow
 from r2r_core.teacher.prompts import document_text
 
@@ -160,7 +159,7 @@ def main() -> None:
                "student's, disagreements marked.")
     config = state.app_config()
     with st.sidebar:
-        spec = st.selectbox("Collection", list_collections(), key="pw_collection")
+        spec = st.selectbox("Collection", state.collection_specs(), key="pw_collection")
         depth = st.slider("Candidates (BM25 depth)", 10, 100, 20, step=10, key="pw_depth")
         top_k = st.slider("Top-k compared", 2, 10, min(max(config.app.pairwise_top_k, 2), 10), key="pw_top_k")
     collection = state.collection(spec)
