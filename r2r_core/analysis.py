@@ -17,9 +17,8 @@ The terms are indexed pre-tokenized into a real Lucene index, and queries go thr
 from __future__ import annotations
 
 import re
-from functools import cache
 
-from r2r_core._java import pyserini_lucene
+from r2r_core._java import english_analyzer
 from r2r_core.config import AnalyzerSettings
 
 # A token: word characters, optionally joined by the separators identifiers use (dots, hyphens, ::).
@@ -44,16 +43,6 @@ def identifier_parts(token: str) -> list[str]:
         else:  # camelCase rules are ASCII conventions; other scripts keep the piece whole
             parts.append(piece)
     return parts
-
-
-@cache
-def _lucene_english(stemmer: str, stopwords: bool):
-    """Anserini's default English analyzer with the given stemmer / stopwords (one per process)."""
-    pyserini_lucene()
-    from pyserini.analysis import Analyzer, get_lucene_analyzer
-
-    return Analyzer(get_lucene_analyzer(language="en", stemming=stemmer != "none",
-                                        stemmer=stemmer if stemmer != "none" else "porter", stopwords=stopwords))
 
 
 class TechnicalAnalyzer:
@@ -83,7 +72,7 @@ class TechnicalAnalyzer:
     def analyze(self, text: str) -> list[str]:
         """The terms Lucene indexes for `text` (and searches for, when `text` is a query)."""
         words, whole = self.tokens(text)
-        analyzer = _lucene_english(self.settings.stemmer, self.settings.stopwords)
+        analyzer = english_analyzer(self.settings.stemmer, self.settings.stopwords)
         # Parts are plain word characters, so Lucene's tokenizer keeps each as one token; without
         # splitting, a whole token such as `os.path.join` is likewise one token to it.
         stemmed = list(analyzer.analyze(" ".join(words))) if words else []

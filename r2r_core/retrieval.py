@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from r2r_core._java import lucene_indexer_class, pyserini_lucene
+from r2r_core._java import java_string_list, lucene_indexer_class, lucene_searcher, whitespace_analyzer
 from r2r_core.analysis import TechnicalAnalyzer
 from r2r_core.cachedir import build_seconds_since, building_folder, folder_for, publish, utc_now
 from r2r_core.config import AnalyzerSettings, BM25Config, BM25Settings
@@ -151,14 +151,13 @@ class BM25Retriever:
         analyzer = info.analyzer_settings if info is not None else ENGLISH
         resolved = self.config.settings(technical)
         self.settings = BM25Settings(resolved.k1, resolved.b, analyzer)
-        lucene = pyserini_lucene()
-        self._searcher = lucene.LuceneSearcher(str(index_dir))
-        self._searcher.set_bm25(self.settings.k1, self.settings.b)
+        # Anserini's SimpleSearcher (what Pyserini's LuceneSearcher wraps), reached without Pyserini's
+        # dense-retrieval imports: see r2r_core._java.
+        self._searcher = lucene_searcher(str(index_dir))
+        self._searcher.set_bm25(float(self.settings.k1), float(self.settings.b))
         self._technical = TechnicalAnalyzer(analyzer) if analyzer.name == "technical" else None
         if self._technical is not None:
-            from pyserini.analysis import JWhiteSpaceAnalyzer
-
-            self._searcher.set_analyzer(JWhiteSpaceAnalyzer())
+            self._searcher.set_analyzer(whitespace_analyzer())
 
     @classmethod
     def for_collection(
@@ -175,7 +174,7 @@ class BM25Retriever:
 
     @property
     def num_docs(self) -> int:
-        return int(self._searcher.num_docs)
+        return int(self._searcher.get_total_num_docs())
 
     def search(self, query: str, k: int | None = None, *, query_id: str | None = None) -> list[ScoredDoc]:
         """Top-k documents for one query. `query_id` lets BRIGHT-style excluded ids be dropped."""
@@ -186,7 +185,7 @@ class BM25Retriever:
         terms = self._lucene_query(query)
         if not terms.strip():  # only stopwords: nothing for Lucene to match
             return []
-        hits = self._searcher.search(terms, depth + len(drop))
+        hits = self._searcher.search(terms, int(depth + len(drop)))
         return _to_scored([(h.docid, h.score) for h in hits if h.docid not in drop][:depth])
 
     def batch_search(
@@ -205,10 +204,11 @@ class BM25Retriever:
         for start in range(0, len(items), _SEARCH_BATCH):
             chunk = items[start : start + _SEARCH_BATCH]
             extra = max((len(self.excluded.get(qid, ())) for qid, _ in chunk), default=0)
-            hits = self._searcher.batch_search(
-                [self._lucene_query(text) for _, text in chunk], [qid for qid, _ in chunk], depth + extra,
-                self.config.threads,
+            results = self._searcher.batch_search(
+                java_string_list([self._lucene_query(text) for _, text in chunk]),
+                java_string_list([qid for qid, _ in chunk]), int(depth + extra), int(self.config.threads),
             )
+            hits = {entry.getKey(): entry.getValue() for entry in results.entrySet().toArray()}
             for qid, _ in chunk:
                 drop = self.excluded.get(qid, set())
                 kept = [(h.docid, h.score) for h in hits.get(qid, []) if h.docid not in drop]
