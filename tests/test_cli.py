@@ -169,3 +169,39 @@ def test_user_errors_exit_2_with_a_message(args: list[str], message: str) -> Non
     assert proc.returncode == 2, proc.stderr
     assert "error:" in proc.stderr and message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def r2r_subprocess(home: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "r2r_core.cli", "--home", str(home), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_bm25_search_keeps_java_info_logs_off_stderr(tmp_path: Path) -> None:
+    folder = tiny_beir(tmp_path / "tiny-beir")
+    proc = r2r_subprocess(tmp_path / "home", "search", "--collection", f"beir:{folder}", "sort a list", "-k", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "d1" in proc.stdout
+    noisy = [line for line in proc.stderr.splitlines() if "INFO" in line or "org.apache" in line]
+    assert not noisy, proc.stderr
+
+
+def test_search_with_a_student_reranks_the_first_stage(config_file: Path, pydocs_bm25) -> None:
+    query = "how do I make a python script executable on unix"
+    out = invoke(config_file, "search", query, "--student", str(FAST_STUDENT), "--depth", "20", "-k", "5")
+    heads = [line.split() for line in out.splitlines() if line[:3].strip().isdigit()]
+    assert [h[0] for h in heads] == ["1", "2", "3", "4", "5"], out
+    assert all(h[1] == "was" for h in heads), out
+    moved_from = [int(h[2]) for h in heads]
+    assert all(1 <= r <= 20 for r in moved_from) and len(set(moved_from)) == 5, out
+    scores = [float(h[3]) for h in heads]
+    assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores), out
+    assert "fast-pydocs reranking the top 20 bm25 candidates" in out, out
+    assert "evidence:" in out, out
+
+
+def test_search_with_a_bad_student_fails_before_retrieval(tmp_path: Path) -> None:
+    home, missing = tmp_path / "home", tmp_path / "no-such-student"
+    result = runner.invoke(app, ["--home", str(home), "search", "x", "--student", str(missing)])
+    assert isinstance(result.exception, R2RError), result.output + repr(result.exception)
+    assert str(missing) in str(result.exception)
+    assert not (home / "indexes").exists()
