@@ -65,10 +65,15 @@ def main() -> None:
     parser.add_argument("--huge", type=int, default=1000)
     parser.add_argument("--small", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=600.0, help="[serve] request_timeout_s")
+    parser.add_argument("--per-request", type=int, default=None, help="[serve] max_pairs_per_request")
     args = parser.parse_args()
     load_or_build_scorer(args.student)  # fail here, with a clear message, if the folder is not a student
     print(machine_line())
-    with r2r_serve(args.student, {"request_timeout_s": args.timeout}) as server:
+    serve = {"request_timeout_s": args.timeout}
+    if args.per_request is not None:
+        serve["max_pairs_per_request"] = args.per_request
+    print(f"[serve] {serve}")
+    with r2r_serve(args.student, serve) as server:
         asyncio.run(run(server.url, args.small, args.huge))
 
 

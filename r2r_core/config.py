@@ -242,8 +242,10 @@ class ServeConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     max_batch: int = 64  # (query, document) pairs per forward pass
     # Pairs one request adds to a forward pass: a small request that arrives while a huge one is being
-    # scored waits for at most one pass of this size (CPU forward passes gain little beyond ~8 pairs).
-    max_pairs_per_request: int = 8
+    # scored waits for at most one pass of this size. bench/serve_fairness.py on 2 CPU cores, 1,000
+    # documents in flight: 2 -> small p99 1.55x alone, huge request 31.7 s; 4 -> 3.7x, 26.0 s; 8 -> 6.5x,
+    # 24.6 s. On a GPU, where a pass of 32 costs about what a pass of 2 does, raise it.
+    max_pairs_per_request: int = 2
     max_wait_ms: float = 5.0  # how long the batcher waits to fill a batch
     micro_batching: bool = True  # False: every rerank request gets forward passes of its own (for comparison)
     request_timeout_s: float = 60.0

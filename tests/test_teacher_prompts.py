@@ -34,6 +34,7 @@ from r2r_core.teacher.parsing import (
 )
 from r2r_core.teacher.prompts import (
     DIRECT,
+    MAX_QUERY_CHARS,
     TEMPLATES,
     neutralise,
     render_direct,
@@ -135,6 +136,19 @@ def test_long_documents_are_cut_and_flagged() -> None:
     assert prompt.truncated and "[...]" in prompt.messages[1].content
     assert prompt.doc_texts[0] == "word " * 2000  # evidence is still checked against the full text
     assert not render_direct("q", "short").truncated
+
+
+
+def test_over_long_queries_are_cut_to_their_budget_and_flagged_in_every_template() -> None:
+    query = "make a python script executable " * 800  # 25,600 characters
+    prompts = [render_direct(query, DOC), render_relevance_prob(query, DOC), render_explain_label(query, DOC, 2),
+               render_pairwise(query, DOC, "other"), render_pairwise_prob(query, DOC, "other"),
+               render_listwise(query, [DOC, "other"])]
+    for prompt in prompts:
+        assert prompt.query_truncated and not prompt.truncated, prompt.template
+        shown = prompt.messages[1].content.split("<query>\n", 1)[1].split("\n</query>", 1)[0]
+        assert shown.endswith("[...]") and len(shown) <= MAX_QUERY_CHARS + len(" [...]"), prompt.template
+    assert not render_direct("make a python script executable", DOC).query_truncated
 
 
 def test_label_conditioned_prompt_states_the_label() -> None:

@@ -3,7 +3,10 @@
 What is used (mirrors ``r2r_core.teacher.aggregate``)
 ----------------------------------------------------
 * Only ``status == "ok"`` rows. ``label_conditioned`` rows are never used: they explain a label the
-  teacher was GIVEN, so they are not its judgement (and would leak qrels into training).
+  teacher was GIVEN, so they are not its judgement (and would leak qrels into training). Nor are P(Yes)
+  answers with neither Yes nor No among the top log-probabilities: stored ``invalid``
+  (``no_yes_no_in_top_logprobs``), or, by older teachers, ``ok`` with the fallback 0.5
+  (``aggregate.is_fallback_score``).
 * Rows whose ``rationale_id`` is in ``bad_ids`` (``Store.bad_rationale_ids()``: a live human annotation
   says they are bad) are dropped, whatever their kind.
 * Teacher score per (query, document), a probability in [0, 1]: the mean P(Yes) of its
@@ -40,7 +43,7 @@ from typing import TYPE_CHECKING
 from r2r_core.data.model import Collection
 from r2r_core.errors import R2RError
 from r2r_core.store import RationaleRow
-from r2r_core.teacher.aggregate import pair_share, row_probability
+from r2r_core.teacher.aggregate import is_fallback_score, pair_share, row_probability
 from r2r_core.teacher.parsing import check_evidence
 from r2r_core.teacher.prompts import LABEL_SCALE
 
@@ -140,7 +143,7 @@ def _collect(rows: Iterable[RationaleRow], bad_ids: frozenset[int] | set[int]) -
         if not isinstance(row, RationaleRow):
             raise R2RError(f"expected RationaleRow objects, got {type(row).__name__}")
         collections.add(row.collection)
-        if row.status != "ok" or row.kind not in _USED_KINDS:
+        if row.status != "ok" or row.kind not in _USED_KINDS or is_fallback_score(row):
             continue
         if row.rationale_id is not None and row.rationale_id in bad_ids:
             continue

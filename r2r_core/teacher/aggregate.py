@@ -9,7 +9,8 @@ What counts as a judgement
   rates) but never ranked on.
 * ``label_conditioned`` rows explained a label the teacher was GIVEN (ExaRanker); they are never the
   teacher's own judgement and are dropped before any ranking or accuracy is computed (they only
-  appear in the per-kind row counts of ``teacher_quality``).
+  appear in the per-kind row counts of ``teacher_quality``). Nor is an ``ok`` P(Yes) row whose score is
+  the no-information fallback (``is_fallback_score``: written by teachers before issue 15).
 * ``listwise`` rows are not used by ``teacher_run`` (counted in ``teacher_quality`` only).
 * An ok row must carry its value (``pointwise_score``: score in [0, 1]; ``direct``: label 0-3;
   ``pairwise``: preferred_doc one of its two documents; ``pairwise_score``: score in [0, 1]), else
@@ -179,8 +180,15 @@ def _materialise(rows: Iterable[RationaleRow]) -> list[RationaleRow]:
 
 
 def _usable(rows: Iterable[RationaleRow]) -> list[RationaleRow]:
-    """ok rows that are the teacher's own judgement (never label_conditioned)."""
-    return [r for r in rows if r.status == "ok" and r.kind != "label_conditioned"]
+    """ok rows that are the teacher's own judgement (never label_conditioned, never a fallback score)."""
+    return [r for r in rows if r.status == "ok" and r.kind != "label_conditioned" and not is_fallback_score(r)]
+
+
+def is_fallback_score(row: RationaleRow) -> bool:
+    """A P(Yes) row stored "ok" by teachers before issue 15 although neither Yes nor No was among the top
+    log-probabilities: its score is the no-information fallback, not a judgement. (Such answers are now
+    stored invalid, but stores written earlier, and jobs still running old code, hold these rows.)"""
+    return row.kind == "pointwise_score" and isinstance(row.parsed, Mapping) and row.parsed.get("status") == "fallback"
 
 
 def row_probability(row: RationaleRow) -> float:

@@ -76,6 +76,7 @@ class Rationale:
     failure_message: str | None = None
     repaired: bool = False  # the accepted answer came from the repair request
     truncated_input: bool = False  # a document was cut to fit max_doc_chars
+    truncated_query: bool = False  # the query was cut to fit prompts.MAX_QUERY_CHARS
     tokens_in: int | None = None  # summed over the first request and the repair
     tokens_out: int | None = None
     latency_s: float = 0.0
@@ -102,7 +103,8 @@ def _sum(values: Sequence[int | None]) -> int | None:
 def _base(prompt: RenderedPrompt, backend: ChatBackend) -> Rationale:
     return Rationale(kind=prompt.template, prompt_version=prompt.version, doc_ids=prompt.doc_ids,
                      status="failed", raw_output="", label_conditioned=prompt.label_conditioned,
-                     truncated_input=prompt.truncated, provenance=backend.provenance())
+                     truncated_input=prompt.truncated, truncated_query=prompt.query_truncated,
+                     provenance=backend.provenance())
 
 
 def _finish(

@@ -57,7 +57,14 @@ from r2r_core.teacher.prompts import (
     render_pairwise_prob,
     render_relevance_prob,
 )
-from r2r_core.teacher.scoring import SCORE_MAX_TOKENS, TOP_LOGPROBS, a_probability, yes_probability
+from r2r_core.teacher.scoring import (
+    SCORE_MAX_TOKENS,
+    TOP_LOGPROBS,
+    ChoiceProbability,
+    a_probability,
+    no_answer_failure,
+    yes_probability,
+)
 
 
 @dataclass(frozen=True)
@@ -305,7 +312,8 @@ class TeachRunner:
         status = {"ok": "ok", "failed": "invalid", "error": "failed"}[r.status]
         preferred = r.preferred
         extra = {
-            "repaired": r.repaired, "truncated_input": r.truncated_input, "calls": r.calls,
+            "repaired": r.repaired, "truncated_input": r.truncated_input, "truncated_query": r.truncated_query,
+            "calls": r.calls,
             "hallucinated_evidence": list(r.hallucinated_evidence), "provenance": r.provenance,
             "label_conditioned": r.label_conditioned,
         }
@@ -328,10 +336,10 @@ class TeachRunner:
         rows = []
         for item, prompt, result in zip(batch, prompts, results, strict=True):
             if not isinstance(result, ChatResult):
-                rows.append(self._failed(job, item, prompt.version, result))
+                rows.append(self._failed(job, item, [prompt], result))
                 continue
             detail = yes_probability(result)
-            rows.append(self._score_row(job, item, prompt.version, [result], detail.p,
+            rows.append(self._score_row(job, item, [prompt], [result], [detail], detail.p,
                                         {"p_yes": detail.p, "status": detail.status}))
         return rows
 
@@ -340,45 +348,62 @@ class TeachRunner:
         for item in batch:
             query = self._query(item.query_id)
             a, b = (self._doc(d) for d in item.doc_ids)
-            first, second = render_pairwise_prob(query, a, b), render_pairwise_prob(query, b, a)
-            results = self.backend.chat_many([_score_request(first, job), _score_request(second, job)],
+            prompts = [render_pairwise_prob(query, a, b), render_pairwise_prob(query, b, a)]
+            results = self.backend.chat_many([_score_request(p, job) for p in prompts],
                                              return_exceptions=True, reorder_for_cache=False)
             failed = next((r for r in results if not isinstance(r, ChatResult)), None)
             if failed is not None:
-                rows.append(self._failed(job, item, first.version, failed))
+                rows.append(self._failed(job, item, prompts, failed))
                 continue
-            p_first, p_second = a_probability(results[0]).p, 1.0 - a_probability(results[1]).p
+            details = [a_probability(r) for r in results]
+            p_first, p_second = details[0].p, 1.0 - details[1].p
             p_a = (p_first + p_second) / 2
             parsed = {"p_a": p_a, "p_a_shown_first": p_first, "p_a_shown_second": p_second,
-                      "consistent": (p_first > 0.5) == (p_second > 0.5)}
-            row = self._score_row(job, item, first.version, results, p_a, parsed)
-            rows.append(_with(row, preferred_doc=item.doc_ids[0] if p_a >= 0.5 else item.doc_ids[1]))
+                      "consistent": (p_first > 0.5) == (p_second > 0.5), "status": [d.status for d in details]}
+            row = self._score_row(job, item, prompts, results, details, p_a, parsed)
+            if row.status == "ok":
+                row = _with(row, preferred_doc=item.doc_ids[0] if p_a >= 0.5 else item.doc_ids[1])
+            rows.append(row)
         return rows
 
     def _score_row(
-        self, job: TeacherJob, item: WorkItem, version: str, results: Sequence[ChatResult], score: float,
-        parsed: dict[str, Any],
+        self, job: TeacherJob, item: WorkItem, prompts: Sequence[RenderedPrompt], results: Sequence[ChatResult],
+        details: Sequence[ChoiceProbability], score: float, parsed: dict[str, Any],
     ) -> RationaleRow:
+        """A score row; a score from an answer with neither choice in its top alternatives is no score at
+        all (the no-information fallback would train students on a made-up 0.5), so that row is invalid."""
         parsed["first_token_top_logprobs"] = [r.first_token_top_logprobs[:5] for r in results]
+        verdict: dict[str, Any] = {"score": score}
+        if any(d.status == "fallback" for d in details):
+            kind, message = no_answer_failure(prompts[0].answer_tokens)
+            verdict = {"status": "invalid", "failure_kind": kind, "failure_message": message}
         return RationaleRow(
-            job_id=job.job_id or "", collection=self.collection.name, query_id=item.query_id,
-            doc_id=item.doc_ids[0], doc_b=item.key(job.kind)[2], kind=job.kind, model=job.model,
-            prompt_version=version, model_sha256=job.model_sha256, endpoint=job.endpoint,
-            sampling_params=job.sampling_params, seed=job.seed, raw_output=" | ".join(r.text for r in results),
-            parsed=parsed, score=score, tokens_in=sum(r.tokens_in or 0 for r in results),
+            **self._row_identity(job, item, prompts), raw_output=" | ".join(r.text for r in results),
+            parsed=parsed, tokens_in=sum(r.tokens_in or 0 for r in results),
             tokens_out=sum(r.tokens_out or 0 for r in results),
-            latency_ms=1000 * sum(r.latency_s for r in results), extra={"provenance": self.provenance},
+            latency_ms=1000 * sum(r.latency_s for r in results), **verdict,
         )
 
-    def _failed(self, job: TeacherJob, item: WorkItem, version: str, exc: Exception) -> RationaleRow:
+    def _failed(
+        self, job: TeacherJob, item: WorkItem, prompts: Sequence[RenderedPrompt], exc: Exception
+    ) -> RationaleRow:
         kind = getattr(exc, "kind", "error")
-        return RationaleRow(
-            job_id=job.job_id or "", collection=self.collection.name, query_id=item.query_id,
-            doc_id=item.doc_ids[0], doc_b=item.key(job.kind)[2], kind=job.kind, model=job.model,
-            prompt_version=version, status="failed", model_sha256=job.model_sha256, endpoint=job.endpoint,
-            sampling_params=job.sampling_params, seed=job.seed, failure_kind=f"backend:{kind}",
-            failure_message=str(exc), extra={"provenance": self.provenance},
-        )
+        return RationaleRow(**self._row_identity(job, item, prompts), status="failed",
+                            failure_kind=f"backend:{kind}", failure_message=str(exc))
+
+    def _row_identity(
+        self, job: TeacherJob, item: WorkItem, prompts: Sequence[RenderedPrompt]
+    ) -> dict[str, Any]:
+        """The fields every score-mode row shares: what was asked, of whom, and whether input was cut
+        (recorded as for generated rows, so every mode says when the teacher saw less than the text)."""
+        return {
+            "job_id": job.job_id or "", "collection": self.collection.name, "query_id": item.query_id,
+            "doc_id": item.doc_ids[0], "doc_b": item.key(job.kind)[2], "kind": job.kind, "model": job.model,
+            "prompt_version": prompts[0].version, "model_sha256": job.model_sha256, "endpoint": job.endpoint,
+            "sampling_params": job.sampling_params, "seed": job.seed,
+            "extra": {"provenance": self.provenance, "truncated_input": any(p.truncated for p in prompts),
+                      "truncated_query": any(p.query_truncated for p in prompts)},
+        }
 
     # -- listwise: RankGPT-style sliding window, back to front ------------------------------------
 

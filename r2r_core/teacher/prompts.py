@@ -38,6 +38,16 @@ LABEL_SCALE: dict[int, str] = {
 }
 TAG_NAMES = ("query", "document")
 TRUNCATION_MARK = " [...]"
+# A query is cut to a token budget so that it can never crowd the document and the answer out of the
+# context (an uncut 25,000-character query made every request for it fail with context_exceeded).
+# Budget for the default 4,096-token context: instructions ~250 tokens, the largest document block
+# (direct: 4,000 characters; pairwise: 2 x 2,500; listwise: 5 x 1,200) ~1,000-2,000 tokens, the answer
+# 384 tokens, leaving 512 for the query. No tokenizer is at hand for HTTP backends, so, like documents
+# (max_doc_chars), the query is cut in characters: 3 per token is below what BPE vocabularies give English
+# text (SmolLM2, Qwen: ~4), so the cut query fits the budget.
+MAX_QUERY_TOKENS = 512
+CHARS_PER_TOKEN = 3
+MAX_QUERY_CHARS = MAX_QUERY_TOKENS * CHARS_PER_TOKEN
 
 # Anything that could be read as one of our tags: "<document", "</ query", "&lt;/document", "＜document"
 # (the last is folded to "<" by NFKC before this runs).
@@ -111,6 +121,7 @@ class RenderedPrompt:
 
     doc_ids: the documents shown, in order ("A", "B" or "1".."n" in the prompt map onto these).
     doc_texts: the (untruncated, un-neutralised) text of each, for checking quoted evidence.
+    truncated: a document was cut to max_doc_chars; query_truncated: the query was cut to MAX_QUERY_CHARS.
     """
 
     template: str
@@ -122,6 +133,7 @@ class RenderedPrompt:
     doc_ids: tuple[str, ...] = ()
     doc_texts: tuple[str, ...] = ()
     truncated: bool = False
+    query_truncated: bool = False
     label: int | None = None  # the known label given to a label-conditioned prompt
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
@@ -328,6 +340,11 @@ def _prepare(doc: Document | str, max_chars: int | None) -> tuple[str, bool]:
     return neutralise(text), cut
 
 
+def _prepare_query(query: str) -> tuple[str, bool]:
+    text, cut = _truncate(query, MAX_QUERY_CHARS)
+    return neutralise(text), cut
+
+
 def _messages(template: PromptTemplate, **fields: Any) -> tuple[ChatMessage, ...]:
     return (
         ChatMessage("system", template.system),
@@ -340,12 +357,13 @@ def _render_one(
 ) -> RenderedPrompt:
     """A prompt about one document (direct, relevance probability, label-conditioned)."""
     text, cut = _prepare(doc, max_doc_chars)
+    query_text, query_cut = _prepare_query(query)
     return RenderedPrompt(
         template=template.name, version=template.version,
-        messages=_messages(template, query=neutralise(query), document=text, **fields),
+        messages=_messages(template, query=query_text, document=text, **fields),
         json_schema=template.output_schema, answer_tokens=template.answer_tokens,
         label_conditioned=template.label_conditioned, doc_ids=(_doc_id(doc, "doc"),),
-        doc_texts=(document_text(doc),), truncated=cut, label=fields.get("label"),
+        doc_texts=(document_text(doc),), truncated=cut, query_truncated=query_cut, label=fields.get("label"),
     )
 
 
@@ -355,12 +373,14 @@ def _render_two(
     """A prompt about two documents shown as A and B, in this order."""
     text_a, cut_a = _prepare(doc_a, max_doc_chars)
     text_b, cut_b = _prepare(doc_b, max_doc_chars)
+    query_text, query_cut = _prepare_query(query)
     return RenderedPrompt(
         template=template.name, version=template.version,
-        messages=_messages(template, query=neutralise(query), doc_a=text_a, doc_b=text_b),
+        messages=_messages(template, query=query_text, doc_a=text_a, doc_b=text_b),
         json_schema=template.output_schema, answer_tokens=template.answer_tokens,
         doc_ids=(_doc_id(doc_a, "A"), _doc_id(doc_b, "B")),
         doc_texts=(document_text(doc_a), document_text(doc_b)), truncated=cut_a or cut_b,
+        query_truncated=query_cut,
     )
 
 
@@ -421,12 +441,13 @@ def render_listwise(
         text, cut = _prepare(doc, max_doc_chars)
         any_cut = any_cut or cut
         blocks.append(f'<document id="{number}">\n{text}\n</document>')
+    query_text, query_cut = _prepare_query(query)
     return RenderedPrompt(
         template=template.name, version=template.version,
-        messages=_messages(template, query=neutralise(query), documents="\n\n".join(blocks), count=len(docs)),
+        messages=_messages(template, query=query_text, documents="\n\n".join(blocks), count=len(docs)),
         json_schema=listwise_schema(len(docs)),
         doc_ids=tuple(_doc_id(d, str(i)) for i, d in enumerate(docs, start=1)),
-        doc_texts=tuple(document_text(d) for d in docs), truncated=any_cut,
+        doc_texts=tuple(document_text(d) for d in docs), truncated=any_cut, query_truncated=query_cut,
     )
 
 

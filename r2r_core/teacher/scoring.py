@@ -14,7 +14,9 @@ A / B, averaged over both presentation orders to cancel position bias (pairwise 
 
 When one answer is missing from the top-k alternatives its probability is at most that of the least
 likely listed alternative; that bound is used and the score is flagged "partial". When neither is
-present the score is 0.5 (no information) and flagged "fallback". If the first generated token is only
+present the score is 0.5 (no information) and flagged "fallback"; `r2r teach` stores such an answer as
+an invalid row (failure kind from `no_answer_failure`, e.g. no_yes_no_in_top_logprobs) with no score, so it
+never becomes a training target. If the first generated token is only
 whitespace or markup ("\\n", "**") and neither answer is among its alternatives, the next position is
 read instead. Both backends return these log-probabilities, so scoring is backend-independent.
 """
@@ -105,6 +107,14 @@ def _from_found(
     p = 1.0 / (1.0 + math.exp(b - a))  # = e^a / (e^a + e^b), numerically stable
     status: ScoreStatus = "ok" if firsts and seconds else "partial"
     return ChoiceProbability(p, lp_first, lp_second, status, position)
+
+
+def no_answer_failure(answer_tokens: Sequence[str]) -> tuple[str, str]:
+    """(failure kind, message) for an answer with none of `answer_tokens` among its top alternatives,
+    e.g. ("no_yes_no_in_top_logprobs", ...) for a Yes/No prompt. Its "fallback" score is no measurement."""
+    kind = f"no_{'_'.join(t.casefold() for t in answer_tokens)}_in_top_logprobs"
+    choices = " nor ".join(repr(t) for t in answer_tokens)
+    return kind, f"neither {choices} is among the top {TOP_LOGPROBS} alternatives of the answer's first tokens"
 
 
 def yes_probability(result: ChatResult) -> ChoiceProbability:
