@@ -296,25 +296,28 @@ def test_pairwise_page_shows_both_heatmaps_and_both_explanations(server: Server,
     page.goto(f"{server.url}/pairwise")
     charts = page.locator('[data-testid="stPlotlyChart"]')
     charts.nth(1).wait_for()
-    page.get_by_text(PAIR_REASON, exact=False).first.wait_for()
     settle(page)
     page.shot("heatmaps")
     assert charts.count() == 2  # the teacher's and the student's
     box = page.locator('[data-testid="stMetric"]').filter(has=page.get_by_text("Teacher pairs judged", exact=True))
     assert box.locator('[data-testid="stMetricValue"]').inner_text().startswith("3 / ")
     assert metric(page, "Order-inconsistent teacher pairs") == 3
+    # The heatmaps need no comparison: nothing is compared (or stored) until a pair is opened.
+    assert page.get_by_text(PAIR_REASON, exact=False).count() == 0
+    assert server.store.student_predictions(query_id=server.query_id, kind="pairwise") == []
+
+    # Clicking a cell opens its pair: row #3, column #1 of the teacher's 6 x 6 heatmap.
+    top = [h.doc_id for h in pydocs_bm25.search(pydocs.queries[server.query_id].text, 3, query_id=server.query_id)]
+    box = charts.nth(0).locator(".nsewdrag").first.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.5 / 6, box["y"] + box["height"] * 2.5 / 6)
+    page.get_by_text(f"P({top[0]} beats {top[2]})", exact=False).wait_for()
+    page.get_by_text(PAIR_REASON, exact=False).first.wait_for()
+    settle(page)
+    page.shot("cell-clicked")
+    assert page.get_by_text(f"Shown first: {top[2]}", exact=False).first.is_visible()
     assert page.get_by_text("Order-inconsistent: with the documents swapped").first.is_visible()
     assert page.get_by_text(PAIR_REASON, exact=False).count() == 2  # both presentation orders, as text
     assert page.get_by_text("Provenance: student fast-untrained", exact=False).is_visible()
     stored = server.store.student_predictions(query_id=server.query_id, kind="pairwise")
     assert len(stored) == 1  # the student's comparison on screen is kept, so it can be annotated
-
-    # Clicking a cell selects its pair: row #3, column #1 of the teacher's 6 x 6 heatmap.
-    top = [h.doc_id for h in pydocs_bm25.search(pydocs.queries[server.query_id].text, 3, query_id=server.query_id)]
-    box = charts.nth(0).locator(".nsewdrag").first.bounding_box()
-    page.mouse.click(box["x"] + box["width"] * 0.5 / 6, box["y"] + box["height"] * 2.5 / 6)
-    page.get_by_text(f"P({top[0]} beats {top[2]})", exact=False).wait_for()
-    settle(page)
-    page.shot("cell-clicked")
-    assert page.get_by_text(f"Shown first: {top[2]}", exact=False).first.is_visible()
     page.context.close()
