@@ -568,9 +568,14 @@ def test_batch_writer_flushes_by_size_and_on_exit(loaded: Store) -> None:
 JOB_SPEC: dict[str, Any] = {"collection": "demo", "kind": "direct", "model": "m", "prompt_version": "p1"}
 
 
-def _teacher_writer(path: str, n_batches: int, batch_size: int, out: Any) -> None:
-    """A teacher job: flushes batches of rationales, re-sending the previous batch each time (resume)."""
+def _teacher_writer(path: str, n_batches: int, batch_size: int, out: Any, reader_ready: Any) -> None:
+    """A teacher job: flushes batches of rationales, re-sending the previous batch each time (resume).
+
+    It starts once the reader has made its first read: spawning a process on a loaded machine (or with
+    cold .pyc files in a fresh clone) can take longer than the whole job, and then nothing overlaps."""
     try:
+        if not reader_ready.wait(120):
+            raise AssertionError("the reader process did not start within 120 s")
         store = Store(path, lock_timeout_s=20.0)
         job = store.get_teacher_job(TeacherJob(**JOB_SPEC).resolved_id())
         previous: list[RationaleRow] = []
@@ -586,7 +591,7 @@ def _teacher_writer(path: str, n_batches: int, batch_size: int, out: Any) -> Non
         out.put(("writer", "error", repr(exc)))
 
 
-def _reader(path: str, batch_size: int, stop: Any, out: Any) -> None:
+def _reader(path: str, batch_size: int, stop: Any, out: Any, ready: Any) -> None:
     """The app in another process: reads counts while the job writes; counts only ever grow by batches."""
     try:
         store = Store(path, lock_timeout_s=20.0)
@@ -599,6 +604,7 @@ def _reader(path: str, batch_size: int, stop: Any, out: Any) -> None:
             last = count
             store.annotations()
             reads += 1
+            ready.set()
             time.sleep(0.005)
         out.put(("reader", "ok", reads))
     except BaseException as exc:
@@ -614,9 +620,9 @@ def test_app_reads_and_annotates_while_a_teacher_job_writes(tmp_path: Path) -> N
     store.add_rationales([job.rationale("b0", f"d{i}") for i in range(batch_size)])
 
     out = SPAWN.Queue()
-    stop = SPAWN.Event()
-    writer = SPAWN.Process(target=_teacher_writer, args=(str(path), n_batches, batch_size, out))
-    reader = SPAWN.Process(target=_reader, args=(str(path), batch_size, stop, out))
+    stop, reader_ready = SPAWN.Event(), SPAWN.Event()
+    writer = SPAWN.Process(target=_teacher_writer, args=(str(path), n_batches, batch_size, out, reader_ready))
+    reader = SPAWN.Process(target=_reader, args=(str(path), batch_size, stop, out, reader_ready))
     writer.start()
     reader.start()
     annotation_ids: list[int] = []
