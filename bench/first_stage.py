@@ -22,7 +22,6 @@ Peers, all over the same title + text of every passage:
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from _common import machine_line  # noqa: E402
 
 from r2r_core.candidates import HybridRetriever  # noqa: E402
 from r2r_core.config import BM25Config, R2RConfig  # noqa: E402
@@ -111,8 +112,7 @@ def main() -> None:
     hybrid_rrf = HybridRetriever(new, dense, replace(config.candidates, fusion="rrf"))
     hybrid_interp = HybridRetriever(new, dense, replace(config.candidates, fusion="interpolation"))
     print(f"set-up (indexes, embeddings, bm25s index) {time.perf_counter() - started:.1f} s")
-    print(f"machine: {platform.processor() or platform.machine()}, {_cores()} cores, "
-          f"load average {_load()}")
+    print(machine_line())
     print(f"bm25 old: k1 {old.settings.k1} b {old.settings.b} analyzer {old.settings.analyzer.key()}")
     print(f"bm25 new: k1 {new.settings.k1} b {new.settings.b} analyzer {new.settings.analyzer.key()}")
     print(f"hybrid: pool {config.candidates.pool} per side, rrf_k {config.candidates.rrf_k}, "
@@ -155,18 +155,6 @@ def main() -> None:
 
 def _per_query(result, measure: str) -> dict[str, float]:
     return {q: values[measure] for q, values in result.per_query.items()}
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
-
-
-def _load() -> str:
-    import os
-
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ def whitespace_analyzer() -> Any:
 def english_analyzer(stemmer: str, stopwords: bool) -> Any:
     """Anserini's default English analyzer (Lucene's standard tokenizer, stopwords, the given stemmer, or
     none for "none") as a Python object with `analyze(text) -> list[str]`; one per process."""
-    anserini_class("java.lang.String")  # the JVM, configured as above, before pyserini.analysis starts it
+    _started_jvm()  # the JVM, configured as above, before pyserini.analysis would start it
     from pyserini.analysis import Analyzer, get_lucene_analyzer
 
     stemming = stemmer != "none"
@@ -136,7 +136,7 @@ def english_analyzer(stemmer: str, stopwords: bool) -> Any:
 @cache
 def lucene_indexer_class() -> type:
     """Pyserini's LuceneIndexer (Anserini's SimpleIndexer), used only when an index is built."""
-    anserini_class("java.lang.String")
+    _started_jvm()
     from pyserini.index.lucene import LuceneIndexer
 
     return LuceneIndexer

@@ -29,7 +29,7 @@ from r2r_core.data.model import Collection, Run, ScoredDoc
 from r2r_core.dense import BiEncoder, DenseRetriever
 from r2r_core.errors import R2RError
 from r2r_core.evaluate import evaluate_run
-from r2r_core.retrieval import BM25Retriever
+from r2r_core.retrieval import BM25Retriever, ensure_index
 
 # --------------------------------------------------------------------------- fusion
 
@@ -194,9 +194,12 @@ def sweep_bm25(
     rows: list[SweepRow] = []
     bar = tqdm(total=len(grid) * len(k1_values) * len(b_values), desc="bm25 sweep", disable=not progress)
     for options in grid:
+        # One index per analysis option set; k1 and b are search-time settings on the same index.
+        analyzer = replace(base, **options).settings(collection.technical).analyzer
+        index = ensure_index(collection, index_root, analyzer, progress=False)
         for k1, b in itertools.product(k1_values, b_values):
             config = replace(base, k1=k1, b=b, **options)
-            retriever = BM25Retriever.for_collection(collection, index_root, config, progress=False)
+            retriever = BM25Retriever(index, config, collection.excluded, technical=collection.technical)
             run = retriever.retrieve(collection, split, depth, progress=False)
             result = evaluate_run(run, collection.qrels, judged, measures=SWEEP_MEASURES,
                                   excluded=collection.excluded)
