@@ -9,16 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.students import (
-    PairMatrix,
-    Reranking,
-    Students,
-    load_students,
-    rerank,
-    resolve,
-    student_pair_matrix,
-    student_run_id,
-)
+from app.students import Reranking, Students, load_students, rerank, resolve, student_run_id
 from r2r_core.candidates import HybridRetriever, first_stage
 from r2r_core.config import CONFIG_ENV_VAR, R2RConfig, StudentConfig
 from r2r_core.data.model import Collection
@@ -27,6 +18,7 @@ from r2r_core.demo import prepare_demo_store
 from r2r_core.retrieval import BM25Retriever
 from r2r_core.store import RationaleRow, Store, StudentPrediction
 from r2r_core.student.api import Comparison, Explanation, Student
+from r2r_core.student.pairs import PairMatrix, student_pair_matrix
 
 
 def app_config() -> R2RConfig:

@@ -217,14 +217,15 @@ class TeacherConfig:
 class StudentConfig:
     """Which trained students the app and `r2r serve` use (see r2r_core.student.api.load_student).
 
-    path: the fast scorer (ranks every candidate, marks evidence); decoder_path: the R2R decoder
-    student (generates direct and comparative reasoning on demand). Either may be None.
+    path: the ranking student (by default the dual encoder: ranks every candidate, marks evidence);
+    decoder_path: the R2R decoder student (generates direct and comparative reasoning on demand).
+    Either may be None.
     server_url: when set (e.g. "http://127.0.0.1:8080"), the app calls a running `r2r serve` over HTTP
     instead of loading the students in-process.
     device: "auto" = cuda, then mps, then cpu.
     """
 
-    path: Path | None = Path("assets/students/fast-pydocs")
+    path: Path | None = Path("assets/students/dual-pydocs")
     decoder_path: Path | None = Path("assets/students/r2r-smollm2-pydocs")
     server_url: str | None = None
     device: str = "auto"

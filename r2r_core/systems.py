@@ -87,7 +87,7 @@ from r2r_core.evaluate import (
 )
 from r2r_core.store import RationaleRow
 from r2r_core.student.api import Explanation
-from r2r_core.teacher.aggregate import RANK_BY, pair_share, teacher_run
+from r2r_core.teacher.aggregate import PAIR_KINDS, RANK_BY, pair_share, teacher_run
 from r2r_core.teacher.parsing import check_evidence
 
 __all__ = [
@@ -137,7 +137,6 @@ _JUDGED_KINDS = {
     "wins": ("pairwise", "pairwise_score"),
     "combined": ("pointwise_score", "direct", "pairwise", "pairwise_score"),
 }
-_PAIR_KINDS = ("pairwise", "pairwise_score")
 
 
 # --------------------------------------------------------------------------- system specs
@@ -315,13 +314,13 @@ def teacher_reference(
     latency: dict[str, float] = defaultdict(float)
     for row in usable:
         if row.kind in kinds:
-            judged_ids[row.query_id].update([row.doc_id, row.doc_b] if row.kind in _PAIR_KINDS else [row.doc_id])
+            judged_ids[row.query_id].update([row.doc_id, row.doc_b] if row.kind in PAIR_KINDS else [row.doc_id])
             latency[row.query_id] += row.latency_ms or 0.0
     judged = {q: [d for d in run.doc_ids(q) if d in judged_ids[q]] for q in judged_ids}
 
     shares: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for row in usable:
-        if row.kind in _PAIR_KINDS:
+        if row.kind in PAIR_KINDS:
             (_, x, y), share = pair_share(row)
             if x in candidates.scores(row.query_id) and y in candidates.scores(row.query_id):
                 shares[(row.query_id, x, y)].append(share)
@@ -631,10 +630,16 @@ def _run_system(spec: SystemSpec, collection: Collection, candidates: Run, retri
 
     assert spec.path is not None  # checked by check_systems
     student = load_student(spec.path, device=device)
+    notes = []
+    if hasattr(student, "document_vectors"):  # a dual encoder: an index holds passage embeddings ahead of queries
+        texts = sorted({collection.documents[d].contents for q in candidates for d in candidates.doc_ids(q)})
+        student.document_vectors(texts)
+        notes.append("passage embeddings computed before timing (latency = query encoding + dot products)")
     run, latencies = rerank(student_ranker(student), collection, candidates, spec.name, progress=progress)
     extra = explanation_quality(student, collection, sample, progress=progress, name=spec.name)
     kind = "generates" if getattr(student, "can_generate", False) else "does not generate"
-    return run, latencies, extra, [f"{spec.path} ({type(student).__name__}, {kind}); explained {len(sample)} pairs"]
+    return run, latencies, extra, [f"{spec.path} ({type(student).__name__}, {kind}); explained {len(sample)} pairs",
+                                   *notes]
 
 
 def _teacher_subset_note(reference: TeacherReference, ndcg: Mapping[str, float], baseline: Mapping[str, float],

@@ -20,10 +20,10 @@ from test_pairwise_matrix import CountingStudent
 
 from app import state
 from app.rationales import marked_html, marked_segments, passage_segments
-from app.students import pair_matrix_from_scores
 from r2r_core.config import CONFIG_ENV_VAR, R2RConfig
 from r2r_core.store import RationaleRow, Store, TeacherJob
 from r2r_core.student.api import relevance_logits
+from r2r_core.student.pairs import pair_matrix_from_scores
 from r2r_core.teacher.prompts import document_text
 
 PAGES = Path(__file__).resolve().parent.parent / "app" / "views"

@@ -339,7 +339,8 @@ def test_a_system_better_on_every_query_is_significant_and_bm25_has_no_test(tmp_
 
 
 def test_reports_made_before_the_significance_columns_still_load_and_render() -> None:
-    report = EvaluationReport.load(Path(__file__).resolve().parent.parent / "assets" / "eval" / "pydocs-test.json")
+    # the report committed before the significance columns existed (depth 10), kept as a fixture
+    report = EvaluationReport.load(Path(__file__).resolve().parent / "fixtures" / "report-before-significance.json")
     assert table_markdown(report) == report.to_markdown()
 
 
@@ -483,3 +484,24 @@ def test_command_errors_name_the_problem(tmp_path: Path, tiny_collection: Collec
     assert isinstance(result.exception, R2RError) and "unknown teacher ranking 'best'" in str(result.exception)
     result = runner.invoke(app, [*base, "--system", "teacher:label", "--teacher-rank-by", "score"])
     assert isinstance(result.exception, R2RError) and "one teacher ranking per table" in str(result.exception)
+
+
+def test_a_dual_encoder_student_is_a_system_with_embeddings_ready_before_timing(
+        tmp_path: Path, tiny_collection: Collection, tiny_bm25) -> None:
+    from r2r_core.student.dual import DualEncoderStudent
+
+    folder = tmp_path / "dual-base"
+    DualEncoderStudent().save_pretrained(folder)
+    report = evaluate_systems(tiny_collection, "test", [parse_system("bm25"), parse_system(f"student:{folder}:Dual")],
+                              retriever=tiny_bm25, depth=5, out_dir=tmp_path / "eval", command="test",
+                              progress=False)
+    dual = report.system("dual-base")
+    assert "passage embeddings computed before timing" in dual.notes
+    run = read_run(tmp_path / "eval" / dual.run_file)
+    candidates = tiny_bm25.retrieve(tiny_collection, "test", 5, progress=False)
+    student = DualEncoderStudent.from_pretrained(folder)
+    for query_id in candidates:
+        texts = [tiny_collection.documents[d].contents for d in candidates.doc_ids(query_id)]
+        cosine = student.similarities([(tiny_collection.queries[query_id].text, t) for t in texts])
+        expected = [candidates.doc_ids(query_id)[i] for i in sorted(range(len(texts)), key=lambda i: -cosine[i])]
+        assert run.doc_ids(query_id) == expected

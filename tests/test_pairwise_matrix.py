@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from test_app import loaded_student
 
-from app.students import pair_matrix_from_scores, student_pair_matrix
 from r2r_core.errors import R2RError
 from r2r_core.student.api import Comparison, Explanation, Student, relevance_logits
+from r2r_core.student.pairs import pair_matrix_from_scores, student_pair_matrix
 from r2r_core.teacher.prompts import document_text
 
 
@@ -169,3 +169,15 @@ def test_matrix_matches_the_real_fast_scorers_compare(r2r_home: Path, pydocs) ->
     for i, (a, text_a) in enumerate(candidates):
         for b, text_b in candidates[i + 1:]:
             assert matrix.value(a, b) == pytest.approx(scorer.compare(query, text_a, text_b).probability, abs=1e-5)
+
+
+def test_disagreements_are_pairs_the_two_matrices_order_differently() -> None:
+    from r2r_core.student.pairs import PairMatrix, disagreements
+
+    nan = math.nan
+    teacher = PairMatrix(["a", "b", "c"], [[nan, 0.9, 0.5], [0.1, nan, nan], [0.5, nan, nan]])
+    student = pair_matrix_from_scores(["c", "b", "a"], [3.0, 2.0, 1.0])  # c > b > a, in another display order
+    # a-b: teacher a, student b -> disagree; a-c: teacher 0.5 (a tie says nothing); b-c: teacher has no answer
+    assert disagreements(teacher, student) == {("a", "b")}
+    agreeing = pair_matrix_from_scores(["a", "b", "c"], [3.0, 2.0, 1.0])
+    assert disagreements(teacher, agreeing) == set()

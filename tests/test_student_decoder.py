@@ -15,7 +15,7 @@ import pytest
 from r2r_core.data.model import Collection, Document, Query
 from r2r_core.errors import R2RError
 from r2r_core.store import RationaleRow
-from r2r_core.student.data import PairPreference, QueryExample, RationaleTarget, rationale_targets
+from r2r_core.student.data import PairTarget, QueryExample, RationaleTarget, rationale_targets
 from r2r_core.student.decoder import compare_target, direct_target, parse_generated
 
 # --------------------------------------------------------------------------- targets and parsing (no model)
@@ -82,7 +82,7 @@ def _examples() -> list[QueryExample]:
         examples.append(QueryExample(
             query_id=f"q{q}", query=f"how do I {query}", split="train", doc_ids=[f"d{q}{j}" for j in range(3)],
             documents=[relevant, *others], teacher_scores=[0.9, 0.1, None],
-            pairs=[PairPreference(0, 2, 0.9), PairPreference(2, 0, 0.1)],
+            pairs=[PairTarget(0, 2, 0.9), PairTarget(2, 0, 0.1)],
         ))
     return examples
 

@@ -16,7 +16,7 @@ from r2r_core.data.model import Collection, Document, Query
 from r2r_core.errors import R2RError
 from r2r_core.store import AnnotationRow, RationaleRow, Store, TeacherJob
 from r2r_core.student.data import (
-    PairPreference,
+    PairTarget,
     QueryExample,
     build_examples,
     check_trainable,
@@ -81,7 +81,8 @@ def test_examples_use_only_ok_non_conditioned_unannotated_rows() -> None:
     assert [e.query_id for e in train] == ["q1", "q2"]
     q1 = train[0]
     assert q1.doc_ids == ["d1", "d2", "d3"]  # d4 only label_conditioned, d5 only invalid, d6 annotated bad
-    assert q1.teacher_scores == pytest.approx([0.7, 0.0, 2 / 3])  # P(Yes) wins over the label for d1
+    # one scale per query: q1 has P(Yes), so labels are not targets (d2, d3 have labels only)
+    assert q1.teacher_scores[0] == pytest.approx(0.7) and q1.teacher_scores[1:] == [None, None]
     pairs = {(q1.doc_ids[p.a], q1.doc_ids[p.b]): p.target for p in q1.pairs}
     assert pairs == pytest.approx({("d1", "d2"): 1.0, ("d2", "d1"): 0.0, ("d1", "d3"): 0.5, ("d3", "d1"): 0.5,
                                    ("d2", "d3"): 0.7, ("d3", "d2"): 0.3})
@@ -97,8 +98,10 @@ def test_examples_use_only_ok_non_conditioned_unannotated_rows() -> None:
 
 def test_annotated_bad_rows_are_dropped_whatever_their_kind() -> None:
     q1 = build_examples(_rows(), _collection(), "train", bad_ids={1, 2, 9, 10})[0]
-    assert q1.teacher_scores[q1.doc_ids.index("d1")] == pytest.approx(1.0)  # label 3 / 3 without P(Yes)
-    assert "d6" in q1.doc_ids
+    assert q1.teacher_scores[q1.doc_ids.index("d1")] is None  # its P(Yes) rows are bad; d6's P(Yes) sets the scale
+    assert q1.teacher_scores[q1.doc_ids.index("d6")] == pytest.approx(0.9)
+    labels_only = build_examples(_rows(), _collection(), "train", bad_ids={1, 2, 8})[0]
+    assert labels_only.teacher_scores == pytest.approx([1.0, 0.0, 2 / 3])  # no P(Yes) left: label / 3 for all
     pairs = {(q1.doc_ids[p.a], q1.doc_ids[p.b]) for p in q1.pairs}
     assert ("d1", "d2") not in pairs and ("d1", "d3") in pairs
 
@@ -190,7 +193,7 @@ def _synthetic_examples() -> list[QueryExample]:
         examples.append(QueryExample(
             query_id=f"q{q}", query=f"how do I {query}", split="train", doc_ids=[f"d{q}{j}" for j in range(4)],
             documents=docs, teacher_scores=[0.9, 0.1, 0.2, None],
-            pairs=[PairPreference(0, 3, 0.9), PairPreference(3, 0, 0.1), PairPreference(1, 2, 0.5)],
+            pairs=[PairTarget(0, 3, 0.9), PairTarget(3, 0, 0.1), PairTarget(1, 2, 0.5)],
             evidence=[[(start, start + len(quote))], [], None, None],
         ))
     return examples

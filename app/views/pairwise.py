@@ -23,17 +23,10 @@ import streamlit as st
 
 from app import state
 from app.rationales import KIND_TITLES, render_rationale
-from app.students import (
-    PairMatrix,
-    Students,
-    describe,
-    disagreements,
-    order_inconsistent,
-    record_comparison,
-    teacher_matrix,
-)
+from app.students import Students, describe, record_comparison
 from r2r_core.data.model import Collection
 from r2r_core.store import RationaleRow
+from r2r_core.student.pairs import PairMatrix, disagreements, order_inconsistent, teacher_matrix
 from r2r_core.teacher.prompts import document_text
 
 PAIR_KEY = "pw_pair"

@@ -26,12 +26,11 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from r2r_core.errors import R2RError
-from r2r_core.teacher.prompts import LABEL_SCALE
+from r2r_core.teacher.prompts import MAX_LABEL
 
 __all__ = ["Comparison", "Explanation", "Student", "label_from_score", "load_student", "relevance_logits",
            "student_kind"]
 
-MAX_LABEL = max(LABEL_SCALE)
 # float32 P(relevant) is exactly 0 or 1 beyond |logit| ~17; clipping keeps log(p / (1 - p)) finite
 # (documents past the clip tie at about +-16.1).
 PROBABILITY_CLIP = 1e-7
@@ -72,7 +71,7 @@ class Comparison:
 
 @runtime_checkable
 class Student(Protocol):
-    """What every student offers (FastScorer and DecoderStudent implement it)."""
+    """What every student offers (FastScorer, DualEncoderStudent and DecoderStudent implement it)."""
 
     can_generate: bool
 
@@ -128,22 +127,25 @@ def _logits_of(probabilities: np.ndarray, student: str) -> np.ndarray:
     return np.log(clipped / (1.0 - clipped))
 
 
-def student_kind(path: str | Path) -> str:
-    """"fast" or "decoder": which kind of student a saved folder holds (R2RError if neither)."""
+def _config_files() -> dict[str, str]:
     from r2r_core.student.decoder import CONFIG_NAME as DECODER_CONFIG
+    from r2r_core.student.dual import CONFIG_NAME as DUAL_CONFIG
     from r2r_core.student.fast import CONFIG_NAME as FAST_CONFIG
 
+    return {"fast": FAST_CONFIG, "dual": DUAL_CONFIG, "decoder": DECODER_CONFIG}
+
+
+def student_kind(path: str | Path) -> str:
+    """"fast", "dual" or "decoder": which kind of student a saved folder holds (R2RError if none)."""
     folder = Path(path)
     if not folder.is_dir():
         raise R2RError(f"student folder {folder} does not exist")
-    if (folder / FAST_CONFIG).is_file():
-        return "fast"
-    if (folder / DECODER_CONFIG).is_file():
-        return "decoder"
+    files = _config_files()
+    for kind, name in files.items():
+        if (folder / name).is_file():
+            return kind
     found = sorted(p.name for p in folder.iterdir())[:10]
-    raise R2RError(
-        f"{folder} is not a saved student: neither {FAST_CONFIG} nor {DECODER_CONFIG} is there (found {found})"
-    )
+    raise R2RError(f"{folder} is not a saved student: none of {', '.join(files.values())} is there (found {found})")
 
 
 def load_student(path: str | Path, *, device: str | None = None) -> Student:
@@ -154,6 +156,10 @@ def load_student(path: str | Path, *, device: str | None = None) -> Student:
         from r2r_core.student.fast import FastScorer
 
         return FastScorer.from_pretrained(path, device=device)
+    if kind == "dual":
+        from r2r_core.student.dual import DualEncoderStudent
+
+        return DualEncoderStudent.from_pretrained(path, device=device)
     from r2r_core.student.decoder import DecoderStudent
 
     return DecoderStudent.from_pretrained(path, device=device)
@@ -161,11 +167,8 @@ def load_student(path: str | Path, *, device: str | None = None) -> Student:
 
 def read_student_meta(path: str | Path) -> dict[str, Any]:
     """The saved config JSON of a student folder (for listing models without loading weights)."""
-    from r2r_core.student.decoder import CONFIG_NAME as DECODER_CONFIG
-    from r2r_core.student.fast import CONFIG_NAME as FAST_CONFIG
-
     kind = student_kind(path)
-    file = Path(path) / (FAST_CONFIG if kind == "fast" else DECODER_CONFIG)
+    file = Path(path) / _config_files()[kind]
     meta = json.loads(file.read_text(encoding="utf-8"))
     meta["kind"] = kind
     return meta

@@ -9,9 +9,10 @@ What is used (mirrors ``r2r_core.teacher.aggregate``)
   (``aggregate.is_fallback_score``).
 * Rows whose ``rationale_id`` is in ``bad_ids`` (``Store.bad_rationale_ids()``: a live human annotation
   says they are bad) are dropped, whatever their kind.
-* Teacher score per (query, document), a probability in [0, 1]: the mean P(Yes) of its
-  ``pointwise_score`` rows; without one, the mean ``direct`` label / 3; without either, None (the
-  document only appears in pairs; pointwise and listwise losses mask it).
+* Teacher score per (query, document), a probability in [0, 1], on ONE scale per query: when the teacher
+  scored any candidate of the query, the mean P(Yes) of its ``pointwise_score`` rows (candidates with
+  only a label get None); for a query without any P(Yes), the mean ``direct`` label / 3. None: the
+  document only appears in pairs, and the pointwise and listwise losses mask it.
 * Pair preferences per unordered pair {x, y}: ``pairwise`` rows give a win share per answer (1 to the
   preferred document), averaged over answers, so a pair asked in both presentation orders and answered
   inconsistently (each order preferred the document shown as A) gets 0.5; ``pairwise_score`` rows give
@@ -45,14 +46,14 @@ from r2r_core.errors import R2RError
 from r2r_core.store import RationaleRow
 from r2r_core.teacher.aggregate import is_fallback_score, pair_share, row_probability
 from r2r_core.teacher.parsing import check_evidence
-from r2r_core.teacher.prompts import LABEL_SCALE
+from r2r_core.teacher.prompts import LABEL_SCALE, MAX_LABEL
 
 if TYPE_CHECKING:
     from r2r_core.store import Store
 
 __all__ = [
     "TEST_SPLIT",
-    "PairPreference",
+    "PairTarget",
     "QueryExample",
     "RationaleTarget",
     "TrainingData",
@@ -65,12 +66,11 @@ __all__ = [
 ]
 
 TEST_SPLIT = "test"
-MAX_LABEL = max(LABEL_SCALE)
 _USED_KINDS = ("pointwise_score", "direct", "pairwise", "pairwise_score")
 
 
 @dataclass(frozen=True, slots=True)
-class PairPreference:
+class PairTarget:
     """Document ``a`` beats document ``b`` with probability ``target`` (indices into the candidates)."""
 
     a: int
@@ -93,7 +93,7 @@ class QueryExample:
     doc_ids: list[str]
     documents: list[str]
     teacher_scores: list[float | None]
-    pairs: list[PairPreference] = field(default_factory=list)
+    pairs: list[PairTarget] = field(default_factory=list)
     evidence: list[list[tuple[int, int]] | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -204,16 +204,25 @@ def _evidence_spans(quotes: Sequence[str], labels: Sequence[float], text: str) -
     return _merge_spans(spans) if spans else None
 
 
-def _pairs(sig: _QuerySignals, index: Mapping[str, int]) -> list[PairPreference]:
+def _pairs(sig: _QuerySignals, index: Mapping[str, int]) -> list[PairTarget]:
     by_pair: dict[tuple[str, str], list[float]] = defaultdict(list)
     for (_, x, y), shares in sig.shares.items():
         by_pair[(x, y)].append(sum(shares) / len(shares))  # one value per kind
     pairs = []
     for (x, y), per_kind in sorted(by_pair.items(), key=lambda item: (index[item[0][0]], index[item[0][1]])):
         p = sum(per_kind) / len(per_kind)
-        pairs.append(PairPreference(index[x], index[y], p))
-        pairs.append(PairPreference(index[y], index[x], 1.0 - p))
+        pairs.append(PairTarget(index[x], index[y], p))
+        pairs.append(PairTarget(index[y], index[x], 1.0 - p))
     return pairs
+
+
+def _one_scale_targets(sig: _QuerySignals, doc_ids: Sequence[str]) -> list[float | None]:
+    """One score scale per query: P(Yes) when the teacher scored any candidate of the query (candidates
+    with only a label get no pointwise target), else label / MAX_LABEL. Mixing the two in one query let
+    label-only documents (mostly 1.0) dominate the listwise softmax over P(Yes) values of 0.05-0.8."""
+    if any(sig.p_yes.get(d) for d in doc_ids):
+        return [sum(sig.p_yes[d]) / len(sig.p_yes[d]) if sig.p_yes.get(d) else None for d in doc_ids]
+    return [sum(sig.label[d]) / len(sig.label[d]) / MAX_LABEL if sig.label.get(d) else None for d in doc_ids]
 
 
 def build_examples(
@@ -250,14 +259,7 @@ def build_examples(
         if missing:
             raise R2RError(f"rationales for query {qid!r} name documents not in {collection.name!r}: {missing[:5]}")
         texts = [collection.documents[d].contents for d in doc_ids]
-        scores: list[float | None] = []
-        for d in doc_ids:
-            if sig.p_yes.get(d):
-                scores.append(sum(sig.p_yes[d]) / len(sig.p_yes[d]))
-            elif sig.label.get(d):
-                scores.append(sum(sig.label[d]) / len(sig.label[d]) / MAX_LABEL)
-            else:
-                scores.append(None)
+        scores = _one_scale_targets(sig, doc_ids)
         evidence = [
             _evidence_spans(sig.quotes.get(d, []), sig.label.get(d, []), text)
             for d, text in zip(doc_ids, texts, strict=True)

@@ -66,7 +66,6 @@ CONFIG_NAME = "decoder_student.json"
 WEIGHTS_NAME = "decoder_student.safetensors"
 FORMAT = "r2r-decoder-student"
 FORMAT_VERSION = 1
-MAX_LABEL = max(LABEL_SCALE)
 _SCALE = "; ".join(f"{grade} = {name}" for grade, name in LABEL_SCALE.items())
 
 # The student's own prompts: short, since every token is paid for on every candidate.

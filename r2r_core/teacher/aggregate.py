@@ -63,7 +63,7 @@ from r2r_core.data.model import Qrels, Run, ScoredDoc
 from r2r_core.errors import R2RError
 from r2r_core.evaluate import evaluate_run
 from r2r_core.store import RATIONALE_KINDS, RationaleRow
-from r2r_core.teacher.prompts import LABEL_SCALE
+from r2r_core.teacher.prompts import LABEL_SCALE, MAX_LABEL
 
 __all__ = [
     "PAIR_STRATEGIES",
@@ -84,11 +84,10 @@ __all__ = [
 
 PAIR_STRATEGIES: tuple[str, ...] = ("adjacent", "top-vs-rest", "random")
 RANK_BY: tuple[str, ...] = ("score", "label", "label+score", "wins", "combined")
-MAX_LABEL = max(LABEL_SCALE)
 NO_INFORMATION = 0.5  # the value a missing P(Yes) / win rate / scaled label counts as
 RELEVANT_LABEL = 2  # a direct label >= this predicts "relevant" (partially answers or answers)
 _POINTWISE_KINDS = ("pointwise_score", "direct")
-_PAIR_KINDS = ("pairwise", "pairwise_score")
+PAIR_KINDS = ("pairwise", "pairwise_score")  # the rationale kinds that judge two documents
 
 
 # --------------------------------------------------------------------------- pair selection
@@ -229,7 +228,7 @@ def _signals_by_query(rows: Iterable[RationaleRow]) -> dict[str, _Signals]:
             if isinstance(row.label, bool) or row.label not in LABEL_SCALE:
                 raise R2RError(f"ok direct row {row.key} needs a label in {sorted(LABEL_SCALE)}, got {row.label!r}")
             sig.label[row.doc_id].append(float(row.label))
-        elif row.kind in _PAIR_KINDS:
+        elif row.kind in PAIR_KINDS:
             key, share = pair_share(row)
             sig.pair_share[key].append(share)
     return dict(signals)
@@ -378,8 +377,8 @@ def pair_consistency(rows: Iterable[RationaleRow], *, kind: str = "pairwise") ->
     ``scoring.PairPreference.consistent``); a row without them counts as unpaired. invalid/failed rows
     and other kinds are ignored.
     """
-    if kind not in _PAIR_KINDS:
-        raise R2RError(f"pair_consistency kind must be one of {list(_PAIR_KINDS)}, got {kind!r}")
+    if kind not in PAIR_KINDS:
+        raise R2RError(f"pair_consistency kind must be one of {list(PAIR_KINDS)}, got {kind!r}")
     usable = [r for r in _usable(_materialise(rows)) if r.kind == kind]
     if kind == "pairwise_score":
         return _score_consistency(usable)
@@ -580,7 +579,7 @@ def _available_rank_by(rows: Sequence[RationaleRow]) -> list[str]:
         available.append("score")
     if "direct" in kinds:
         available += ["label", "label+score"]
-    if kinds & set(_PAIR_KINDS):
+    if kinds & set(PAIR_KINDS):
         available.append("wins")
         if kinds & set(_POINTWISE_KINDS):
             available.append("combined")

@@ -7,6 +7,10 @@ written in small transactions (one per batch of work items), so a kill loses at 
 flight, which the next run redoes. Backend failures (status "failed") are deleted and retried on
 resume; unparsable model output (status "invalid") is a result and is kept, raw text included.
 
+Across machines: `TeachPlan.shard` (`r2r teach --shard I/N`) keeps only the queries of one shard
+(`shards.py`: a stable hash of the query id mod N). The jobs, their ids and the rows' keys are those of
+the unsharded plan, so the shards' exports merge into one store with `r2r store import-teacher`.
+
 Modes, in the order they run (later modes may use earlier ones, e.g. adjacent pairs follow P(Yes)):
 
     score       P(Yes) from first-token probabilities           -> kind pointwise_score
@@ -65,6 +69,7 @@ from r2r_core.teacher.scoring import (
     no_answer_failure,
     yes_probability,
 )
+from r2r_core.teacher.shards import Shard
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,8 @@ class TeachPlan:
     max_queries: int | None = None
     batch_size: int = 4  # work items per transaction (and per chat_many call)
     job_name: str = "default"  # separates experiments that would otherwise share a job id
+    # Only this shard's queries (after max_queries); the jobs stay those of the unsharded plan (shards.py).
+    shard: Shard | None = None
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.modes if m not in MODES]
@@ -190,6 +197,8 @@ class TeachRunner:
         self.provenance = backend.provenance()
         queries = collection.split_queries(plan.split)
         self.query_ids = [q for q in queries if q in candidates][: plan.max_queries]
+        if plan.shard is not None:
+            self.query_ids = plan.shard.select(self.query_ids)
 
     # -- jobs -------------------------------------------------------------------------------------
 

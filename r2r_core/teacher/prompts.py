@@ -36,6 +36,7 @@ LABEL_SCALE: dict[int, str] = {
     2: "partially answers",
     3: "answers",
 }
+MAX_LABEL = max(LABEL_SCALE)  # the top grade; P(relevant) = label / MAX_LABEL in training targets
 TAG_NAMES = ("query", "document")
 TRUNCATION_MARK = " [...]"
 # A query is cut to a token budget so that it can never crowd the document and the answer out of the

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from r2r_core.student.data import PairPreference, QueryExample
+from r2r_core.student.data import PairTarget, QueryExample
 from r2r_core.student.fast import FastScorerConfig
 from r2r_core.student.train_fast import FastTrainConfig, train_fast_scorer
 
@@ -20,7 +20,7 @@ def main(out: Path) -> None:
     torch.set_num_threads(1)
     examples = [
         QueryExample(f"q{i}", f"question {i}", "train", [f"d{j}" for j in range(4)], TEXTS,
-                     [0.9 if j == i else 0.1 for j in range(4)], [PairPreference(i, (i + 1) % 4, 0.8)])
+                     [0.9 if j == i else 0.1 for j in range(4)], [PairTarget(i, (i + 1) % 4, 0.8)])
         for i in range(4)
     ]
     config = FastTrainConfig(model=FastScorerConfig(max_length=32), steps=3, queries_per_step=1, docs_per_query=3,
