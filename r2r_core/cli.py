@@ -1,68 +1,20 @@
-"""The `r2r` command. Heavy imports (Pyserini, torch) happen inside the commands, so `--help` is instant."""
+"""The `r2r` command. Heavy imports (Pyserini, torch) happen inside the commands, so `--help` is instant.
+
+The app, global options and helpers are in `r2r_core.cli_common`; `synthesize` and `train` are in
+`r2r_core.cli_train` (registered on the same app when this module is imported).
+"""
 
 from __future__ import annotations
 
-import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from r2r_core.config import CONFIG_ENV_VAR, R2RConfig
+from r2r_core.cli_common import CollectionOpt, _config, _load, _retriever, app
+from r2r_core.config import CONFIG_ENV_VAR
 from r2r_core.errors import R2RError
-
-app = typer.Typer(
-    name="r2r",
-    help="R2R Studio: BM25 candidates, teacher rationales, reasoning students, evaluation and the app.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-@dataclass
-class _State:
-    config: R2RConfig
-    config_file: Path | None
-
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file (default: ./r2r.toml if present).")]
-HomeOpt = Annotated[Path | None, typer.Option("--home", help="Where indexes and the store live (default: ./var).")]
-CollectionOpt = Annotated[
-    str,
-    typer.Option(
-        "--collection", "-c",
-        help="Collection: pydocs | beir:DIR | msmarco:DIR | bright:DIR#task | irds:ID | hf-bright:task | DIR.",
-    ),
-]
-
-
-@app.callback()
-def _root(ctx: typer.Context, config: ConfigOpt = None, home: HomeOpt = None, verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    ctx.obj = _State(R2RConfig.load(config).with_overrides(paths__home=home), config)
-
-
-def _config(ctx: typer.Context) -> R2RConfig:
-    return ctx.obj.config
-
-
-def _load(spec: str):
-    from r2r_core.data.registry import load_collection
-
-    return load_collection(spec)
-
-
-def _retriever(ctx: typer.Context, spec: str, k1: float | None, b: float | None, depth: int | None = None,
-               mode: str | None = None):
-    """The collection and its first stage (`[candidates] mode`, BM25 unless hybrid is asked for)."""
-    from r2r_core.candidates import first_stage
-
-    config = _config(ctx).with_overrides(bm25__k1=k1, bm25__b=b, bm25__depth=depth, candidates__mode=mode)
-    collection = _load(spec)
-    return collection, first_stage(collection, config)
 
 
 @app.command()
@@ -438,178 +390,6 @@ def teach(
         typer.echo(summary.line())
 
 
-def _train_dual(config, loaded, out: Path, synthetic: list[Path], overrides: dict[str, object], resume: bool,
-                dev_split: str, base_model: str | None) -> None:
-    """`r2r train --student dual`: synthetic questions (+ the store's train P(Yes)), best dev nDCG@10 kept,
-    then P(relevant) calibrated on the same dev candidates."""
-    from r2r_core.candidates import first_stage
-    from r2r_core.store import Store
-    from r2r_core.student.data import load_training_data
-    from r2r_core.student.dual import DualEncoderConfig, DualEncoderStudent
-    from r2r_core.student.train_dual import (
-        DualTrainConfig,
-        calibrate_on,
-        rerank_metric,
-        synthetic_examples,
-        teacher_examples,
-        train_dual_encoder,
-    )
-    from r2r_core.teacher.synthesize import read_synthetic
-
-    examples = [e for path in synthetic for e in synthetic_examples(read_synthetic(path), loaded)]
-    try:
-        data = load_training_data(Store.open(config), loaded.name, train_split="train", dev_split=None,
-                                  teacher_model=config.teacher.model)
-        examples += teacher_examples(data.train)
-    except R2RError as error:  # no teacher rows: synthetic questions alone
-        typer.echo(f"no teacher P(Yes) for {loaded.name} train: {error}", err=True)
-    judged = {q: loaded.queries[q].text for q in loaded.split_queries(dev_split) if loaded.qrels.get(q)}
-    dev_run = first_stage(loaded, config).batch_search(judged, 100, progress=False)
-    model = DualEncoderConfig(base_model=base_model) if base_model else DualEncoderConfig()
-    train_config = DualTrainConfig.from_dict({"model": model, **overrides})
-    typer.echo(f"training a dual-encoder student on {len(examples)} queries "
-               f"({sum(bool(e.positives) for e in examples)} with a positive); dev: {len(judged)} {dev_split} "
-               "queries, first-stage top 100")
-    report = train_dual_encoder(examples, loaded, train_config, out, dev=rerank_metric(loaded, dev_run),
-                                resume=resume)
-    best = DualEncoderStudent.from_pretrained(out, device=train_config.device)
-    pairs = calibrate_on(best, loaded, dev_run, dev_split)
-    best.save_pretrained(out)
-    typer.echo(f"saved {out}: best dev nDCG@10 {report.best_dev:.4f} at step {report.best_step} (untrained base "
-               f"{report.base_dev:.4f}); {report.steps} steps, {report.seconds_per_step:.2f} s/step; "
-               f"P(relevant) calibrated on {pairs} {dev_split} pairs")
-
-
-@app.command()
-def synthesize(
-    ctx: typer.Context,
-    collection: CollectionOpt = "pydocs",
-    passages: Annotated[int, typer.Option(help="Passages (seeded sample) the teacher writes a question for.")] = 2000,
-    name: Annotated[str, typer.Option(help="Name of the synthetic query set (a file under <home>/synthetic/).")]
-    = "default",
-    examples_split: Annotated[str, typer.Option(help="Split the style examples come from (never dev/test).")]
-    = "train",
-    filter_depth: Annotated[int, typer.Option(help="Keep a question only if its passage is in this top-k.")] = 20,
-    min_p_yes: Annotated[float, typer.Option(help="Keep a question only if the teacher's P(Yes) is this high.")]
-    = 0.5,
-    negatives: Annotated[int, typer.Option(help="Hard negatives per kept question scored by the teacher.")] = 2,
-    seed: Annotated[int, typer.Option(help="Seed for the passage sample, the examples and decoding.")] = 0,
-    export: Annotated[Path | None, typer.Option(help="Also write the set here (.jsonl or .jsonl.gz).")] = None,
-    backend: Annotated[str | None, typer.Option(help="Teacher backend: local | openai.")] = None,
-    model: Annotated[str | None, typer.Option(help="Registered GGUF name, a .gguf path, or the endpoint's model.")]
-    = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://host:8000/v1.")] = None,
-    n_parallel: Annotated[int | None, typer.Option(help="llama.cpp slots (local backend).")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (local backend).")] = None,
-) -> None:
-    """Synthetic training queries: the teacher writes a question per passage, kept if it passes the filter."""
-    from r2r_core.candidates import describe, first_stage
-    from r2r_core.teacher.backends import create_backend
-    from r2r_core.teacher.synthesize import SynthesizePlan, SynthesizeRunner, export_synthetic, synthetic_path
-
-    config = _config(ctx).with_overrides(teacher__backend=backend, teacher__model=model, teacher__base_url=base_url,
-                                         teacher__n_parallel=n_parallel, teacher__n_threads=threads)
-    plan = SynthesizePlan(num_passages=passages, examples_split=examples_split, filter_depth=filter_depth,
-                          min_p_yes=min_p_yes, negatives=negatives, seed=seed)
-    loaded = _load(collection)
-    path = synthetic_path(config.paths.home, loaded.name, name)
-    retriever = first_stage(loaded, config)
-    with create_backend(config.teacher, config.paths.home / "models") as chat:
-        runner = SynthesizeRunner(chat, loaded, retriever, plan, path, first_stage=describe(retriever))
-        summary = runner.run()
-    typer.echo(summary.line())
-    if export is not None:
-        typer.echo(f"exported {export_synthetic(path, export)} records to {export}")
-
-
-@app.command()
-def train(
-    ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the trained student (save_pretrained).")],
-    student: Annotated[
-        str, typer.Option(help="fast (cross-encoder + evidence head) | dual (bi-encoder) | r2r (decoder).")
-    ] = "r2r",
-    collection: CollectionOpt = "pydocs",
-    train_split: Annotated[
-        str, typer.Option(help="Split whose queries train the student; 'all' = every query not in test.")
-    ] = "train",
-    dev_split: Annotated[str | None, typer.Option(help="Held-out split for dev losses ('' for none).")] = "dev",
-    job: Annotated[
-        list[str] | None, typer.Option("--job", help="Teacher job id(s) to learn from (default: all).")
-    ] = None,
-    prompt_version: Annotated[
-        list[str] | None, typer.Option("--prompt-version", help="Only rationales of these prompt versions.")
-    ] = None,
-    teacher_model: Annotated[
-        str | None, typer.Option(help="Learn from this teacher model's rows only (default: the config's teacher.model; "
-                                      "'any' for every model in the store).")
-    ] = None,
-    base_model: Annotated[str | None, typer.Option(help="Base model (default: the student's own).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Training config override KEY=VALUE (JSON value), e.g. generation_weight=0."),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for the heads' init and the data order.")] = 0,
-    device: Annotated[str | None, typer.Option(help="cuda | mps | cpu (default: the best available).")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads while training.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the checkpoint in --out.")] = False,
-    min_severity: Annotated[int, typer.Option(help="Skip rationales annotated bad at this severity or more.")] = 1,
-    synthetic: Annotated[
-        list[Path] | None, typer.Option("--synthetic", help="Synthetic query set(s) from `r2r synthesize` (dual).")
-    ] = None,
-) -> None:
-    """Distil the teacher's rankings (and, for r2r, its rationales) into a student; runs under torchrun too."""
-    import json
-
-    from r2r_core.store import Store
-    from r2r_core.student.data import load_training_data
-
-    config = _config(ctx)
-    overrides: dict[str, object] = {"seed": seed, "device": device, "num_threads": threads}
-    if steps is not None:
-        overrides["steps"] = steps
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise R2RError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            overrides[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key.strip()] = value
-    if student == "dual":
-        _train_dual(config, _load(collection), out, synthetic or [], overrides, resume, dev_split or "dev",
-                    base_model)
-        return
-    db = Store.open(config)
-    data = load_training_data(db, _load(collection).name, train_split=None if train_split == "all" else train_split,
-                              dev_split=dev_split or None,
-                              job_ids=job, prompt_versions=prompt_version, min_severity=min_severity,
-                              teacher_model=None if teacher_model == "any" else teacher_model or config.teacher.model)
-    typer.echo(f"training a {student} student on {data.summary()}")
-    if student == "fast":
-        from r2r_core.student.fast import FastScorerConfig
-        from r2r_core.student.train_fast import FastTrainConfig, train_fast_scorer
-
-        model = FastScorerConfig(base_model=base_model) if base_model else FastScorerConfig()
-        fast_config = FastTrainConfig.from_dict({"model": model, **overrides})
-        report = train_fast_scorer(data.train, fast_config, out, resume, dev_examples=data.dev)
-    elif student == "r2r":
-        from r2r_core.student.decoder import DecoderStudentConfig
-        from r2r_core.student.train_decoder import DecoderTrainConfig, train_decoder_student
-
-        decoder = DecoderStudentConfig(base_model=base_model) if base_model else DecoderStudentConfig()
-        decoder_config = DecoderTrainConfig.from_dict({"model": decoder, **overrides})
-        report = train_decoder_student(data.train, data.train_targets, decoder_config, out, resume,
-                                       dev_examples=data.dev, dev_targets=data.dev_targets,
-                                       cache_dir=config.paths.home / "models")
-    else:
-        raise R2RError(f"--student must be 'fast', 'dual' or 'r2r', got {student!r}")
-    first, last = report.mean_loss(first=5), report.mean_loss(last=5)
-    typer.echo(f"saved {out}: {report.steps} steps in {report.seconds:.0f} s ({report.seconds_per_step:.2f} s/step), "
-               f"loss {first:.4f} (first 5) -> {last:.4f} (last 5); dev losses {report.dev_losses}")
-
-
 store_app = typer.Typer(help="The DuckDB store: initialise, import collections, inspect.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 
@@ -803,6 +583,9 @@ def serve(
                f"(ranker {config.student.path} on {getattr(ranker, 'device', '?')}"
                f"{f', explainer {decoder_path}' if explainer is not None else ''})")
     uvicorn.run(app_, host=config.serve.host, port=config.serve.port, log_level="warning")
+
+
+from r2r_core import cli_train  # noqa: E402, F401 - registers `synthesize` and `train` after the commands above
 
 
 def main() -> None:
