@@ -83,6 +83,11 @@ def test_calibration_fits_on_dev_and_refuses_test(student: DualEncoderStudent) -
     assert fresh.config.scale > 0 and fresh.config.calibrated_on == "pydocs/dev"
     p = 1 / (1 + np.exp(-(fresh.config.scale * np.array(similarities) + fresh.config.bias)))
     assert p[0] > 0.5 > p[5]
+    first, second, third = fresh.config.label_thresholds
+    assert first <= second <= third
+    labels = [fresh.label(float(x)) for x in p]
+    assert labels[0] >= 2 and labels[5] == 0  # the grade-2 pair is labelled 2+, the least similar 0
+    assert all(fresh.label(float(x)) >= 1 for x, g in zip(p, grades, strict=True) if g >= 1 and x >= first)
     with pytest.raises(R2RError, match="both relevant and non-relevant"):
         fresh.calibrate([0.1, 0.2], [0, 0], split="dev")
 
