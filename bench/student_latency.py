@@ -56,7 +56,7 @@ def main() -> None:
     queries = {q: v.text for q, v in collection.split_queries(args.split).items()}
     candidates = retriever.batch_search(queries, args.depth, progress=False)
     peer = bi_encoder_ranker()
-    student = DualEncoderStudent.from_pretrained(args.student)
+    student = DualEncoderStudent.from_pretrained(args.student, merge=True)  # as load_student gives it
     print(machine_line())
     print(f"{len(queries)} {args.collection}/{args.split} queries, top {args.depth} candidates each")
     timings: dict[str, list[float]] = {"bi-encoder": [], "dual, cold": [], "dual, embeddings ready": []}

@@ -176,3 +176,22 @@ def test_training_saves_best_dev_resumes_and_refuses_held_out(tmp_path) -> None:
         rerank_metric(collection, test_run)
     calibrate_on(saved, collection, candidates, "dev")
     assert saved.config.calibrated_on == "dualtiny/dev"
+
+
+def test_merged_adapter_scores_the_same_and_refuses_to_save(tmp_path) -> None:
+    folder = tmp_path / "dual"
+    trained = DualEncoderStudent()
+    with torch.no_grad():  # a non-zero LoRA, so merging has something to fold in
+        for name, param in trained.encoder.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.01)
+    trained.save_pretrained(folder)
+    pairs = [("sort a list", SORT_DOC), ("garbage collector", SORT_DOC), ("threads", "Threads run concurrently.")]
+    unmerged = DualEncoderStudent.from_pretrained(folder)
+    merged = load_student(folder)
+    assert merged.merged and not unmerged.merged
+    assert not np.allclose(unmerged.similarities(pairs), DualEncoderStudent().similarities(pairs))
+    assert np.allclose(merged.similarities(pairs), unmerged.similarities(pairs), atol=1e-5)
+    assert merged.model_name == unmerged.model_name  # the same embedding cache on disk
+    with pytest.raises(R2RError, match="merged"):
+        merged.save_pretrained(tmp_path / "again")

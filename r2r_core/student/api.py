@@ -159,7 +159,7 @@ def load_student(path: str | Path, *, device: str | None = None) -> Student:
     if kind == "dual":
         from r2r_core.student.dual import DualEncoderStudent
 
-        return DualEncoderStudent.from_pretrained(path, device=device)
+        return DualEncoderStudent.from_pretrained(path, device=device, merge=True)  # loaded to rank, not to train
     from r2r_core.student.decoder import DecoderStudent
 
     return DecoderStudent.from_pretrained(path, device=device)

@@ -177,6 +177,8 @@ class DualEncoderStudent:
         self.encoder.to(self.device).eval()
         self._cache = _Cache()
         self.last_truncated = 0
+        self.merged = False  # see merge_adapter
+        self._digest: str | None = None
 
     # ------------------------------------------------------------------ embedding
 
@@ -194,6 +196,8 @@ class DualEncoderStudent:
         return self.config.max_length
 
     def weights_digest(self) -> str:
+        if self._digest is not None:
+            return self._digest
         digest = hashlib.sha256(self.config.base_model.encode())
         for name, tensor in sorted(adapter_state(self.encoder, self.config.adapter).items()):
             digest.update(name.encode())
@@ -347,15 +351,30 @@ class DualEncoderStudent:
         self.config.scale, self.config.bias, self.config.calibrated_on = scale, bias, split
         self.config.label_thresholds = label_thresholds(self.logits(x), np.asarray(grades))
 
+    def merge_adapter(self) -> None:
+        """Fold the LoRA matrices into the encoder for inference (same scores to float rounding, without
+        the extra matmuls of every layer). One way: a merged student cannot be saved or trained any more;
+        its cache identity (``model_name``) stays that of the adapter it was loaded with."""
+        if self.config.adapter != "lora" or self.merged:
+            return
+        self._digest = self.weights_digest()
+        self.encoder = self.encoder.merge_and_unload()
+        self.encoder.eval()
+        self.merged = True
+
     # ------------------------------------------------------------------ saving
 
     def save_pretrained(self, path: str | Path) -> Path:
+        if self.merged:
+            raise R2RError("this student's LoRA was merged into its encoder (merge_adapter): save it before merging")
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": asdict(self.config),
                 "base_sha256": base_weights_sha256(self._base_path)}
         return write_saved(path, CONFIG_NAME, WEIGHTS_NAME, meta, adapter_state(self.encoder, self.config.adapter))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str | torch.device | None = None) -> DualEncoderStudent:
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device | None = None,
+                        merge: bool = False) -> DualEncoderStudent:
+        """Load a saved student; ``merge=True`` folds its LoRA into the encoder (inference only)."""
         from safetensors.torch import load_file
 
         meta = read_saved(path, CONFIG_NAME, FORMAT, FORMAT_VERSION, "dual-encoder student")
@@ -367,6 +386,8 @@ class DualEncoderStudent:
         load_adapter_state(student.encoder, load_file(str(meta["weights_path"])), student.config.adapter,
                            student.config.base_model)
         student.encoder.eval()
+        if merge:
+            student.merge_adapter()
         return student
 
 
