@@ -80,3 +80,18 @@ def test_every_test_query_is_covered_whole(demo_store: Store) -> None:
 def test_demo_folder_is_small_enough_to_commit() -> None:
     size = sum(p.stat().st_size for p in Path(demo_teacher_dir()).iterdir())
     assert size < 5_000_000, f"assets/demo/teacher is {size} bytes"
+
+
+def test_a_loaded_demo_is_not_imported_again_and_a_partial_one_is_completed(demo_store: Store) -> None:
+    from r2r_core.demo import demo_teacher_loaded
+    from r2r_core.teacher.exchange import count_exported_rationales
+
+    teacher_dir = demo_teacher_dir()
+    committed = duckdb.sql(f"SELECT count(*) FROM '{teacher_dir / RATIONALES_FILE}'").fetchall()[0][0]
+    assert count_exported_rationales(teacher_dir) == committed
+    assert demo_teacher_loaded(demo_store, teacher_dir)
+    with demo_store.write() as con:  # a store that lost one row (an interrupted first import)
+        con.execute("DELETE FROM rationales WHERE rationale_id = (SELECT max(rationale_id) FROM rationales)")
+    assert not demo_teacher_loaded(demo_store, teacher_dir)
+    assert prepare_demo_store(demo_store) == {"documents": 0, "rationales": 1}
+    assert demo_teacher_loaded(demo_store, teacher_dir)

@@ -142,6 +142,17 @@ def import_teacher_data(store: Store, folder: Path) -> tuple[int, int]:
     return len(specs), store.add_rationales(rows) if rows else 0
 
 
+def count_exported_rationales(folder: Path) -> int:
+    """How many rationales an export folder holds, from Parquet metadata (no rows read) or JSONL lines."""
+    path = _rationales_path(folder)
+    if path.name == RATIONALES_JSONL:
+        with path.open(encoding="utf-8") as handle:
+            return sum(1 for line in handle if line.strip())
+    import pyarrow.dataset as ds
+
+    return ds.dataset(path, format="parquet", partitioning="hive").count_rows()
+
+
 def _rationales_path(folder: Path) -> Path:
     """The folder's rationales, whichever format they are in (the single Parquet file when none is there)."""
     found = [folder / name for name in (RATIONALES_FILE, RATIONALES_DIR, RATIONALES_JSONL) if (folder / name).exists()]
