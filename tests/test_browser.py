@@ -215,8 +215,11 @@ def test_open_a_documents_explanation_from_search(server: Server, browser, pydoc
     expander = page.locator('[data-testid="stExpander"]').filter(
         has=page.locator("summary").get_by_text(re.compile(r" · BM25 1$"))).first
     expander.locator("summary").click()
+    settle(page)  # a run still drawing the list could replace the button under the click
     page.shot("search-dataset-query")
-    expander.get_by_role("button", name="Open explanation").click()
+    button = expander.get_by_role("button", name="Open explanation")
+    button.wait_for(state="visible")
+    button.click()
     page.wait_for_url("**/document?**")
     page.get_by_text("Passage", exact=True).wait_for()
     settle(page)
