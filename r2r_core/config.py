@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -345,11 +346,17 @@ def _toml_value(value: Any) -> str:
     raise R2RError(f"cannot write {value!r} ({type(value).__name__}) to TOML")
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(data) - set(known)
+def check_known_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
+    """R2RError naming every key of `data` that is not a field of the dataclass `cls` (and the known ones)."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
     if unknown:
-        raise R2RError(f"{where}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        raise R2RError(f"{where}: unknown setting(s) {unknown}; known: {sorted(known)}")
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    check_known_keys(cls, data, where)
+    known = {f.name: f for f in fields(cls)}
     values: dict[str, Any] = {}
     for name, value in data.items():
         default = getattr(cls(), name)

@@ -8,6 +8,7 @@ this runs on every app start.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from r2r_core.data.registry import default_assets_dir, load_collection
@@ -41,8 +42,6 @@ def demo_teacher_loaded(store: Store, teacher_dir: Path) -> bool:
     """True when the store already holds every committed demo job and at least as many of their rows as
     the export has, so an app start need not read the export again (a store where those jobs went on
     has more rows, which also counts as loaded)."""
-    import json
-
     job_ids = [json.loads(line)["job_id"] for line in (teacher_dir / JOBS_FILE).read_text(encoding="utf-8").splitlines()
                if line.strip()]
     if not set(job_ids) <= {job.job_id for job in store.teacher_jobs()}:

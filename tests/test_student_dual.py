@@ -195,3 +195,20 @@ def test_merged_adapter_scores_the_same_and_refuses_to_save(tmp_path) -> None:
     assert merged.model_name == unmerged.model_name  # the same embedding cache on disk
     with pytest.raises(R2RError, match="merged"):
         merged.save_pretrained(tmp_path / "again")
+
+
+def test_attached_collection_embeddings_are_cached_on_disk_and_score_like_fresh_ones(tmp_path) -> None:
+    collection = _corpus()
+    DualEncoderStudent().save_pretrained(tmp_path / "student")
+    student = DualEncoderStudent.from_pretrained(tmp_path / "student")
+    cache = tmp_path / "cache"
+    pairs = [("how do I sort a list", d.contents) for d in collection.documents.values()]
+    fresh = student.similarities(pairs)
+    student.clear_cache()
+    assert student.attach_collection(collection, cache, progress=False) == len(collection.documents)
+    folders = list(cache.rglob("embeddings.npy"))
+    assert len(folders) == 1  # one cache folder, keyed by the collection and these weights
+    assert np.allclose(student.similarities(pairs), fresh, atol=1e-5)
+    other = load_student(tmp_path / "student")  # the same weights, merged: the cache is reused
+    other.attach_collection(collection, cache, progress=False)
+    assert len(list(cache.rglob("embeddings.npy"))) == 1

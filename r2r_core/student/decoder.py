@@ -34,7 +34,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from r2r_core.config import check_known_keys
 from r2r_core.errors import OfflineError, R2RError
 from r2r_core.student.api import Comparison, Explanation, label_from_score
 from r2r_core.student.fast import _quiet_loading, _sigmoid, resolve_base_model, select_device
@@ -110,10 +111,7 @@ class DecoderStudentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DecoderStudentConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise R2RError(f"unknown decoder student config keys {unknown}; known: {sorted(known)}")
+        check_known_keys(cls, data, "decoder student config")
         return cls(**data)
 
 

@@ -38,7 +38,7 @@ import math
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from r2r_core.config import check_known_keys
 from r2r_core.errors import R2RError
 from r2r_core.student.api import Comparison, Explanation
 from r2r_core.student.fast import (
@@ -111,10 +112,7 @@ class DualEncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DualEncoderConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise R2RError(f"unknown dual-encoder config keys {unknown}; known: {sorted(known)}")
+        check_known_keys(cls, data, "dual-encoder config")
         return cls(**data)
 
 

@@ -46,7 +46,7 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from r2r_core.config import check_known_keys
 from r2r_core.errors import OfflineError, R2RError
 from r2r_core.student.api import Comparison, Explanation, label_from_score
 from r2r_core.student.losses import IGNORE_INDEX
@@ -119,10 +120,7 @@ class FastScorerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FastScorerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise R2RError(f"unknown fast scorer config keys {unknown}; known: {sorted(known)}")
+        check_known_keys(cls, data, "fast scorer config")
         return cls(**data)
 
 

@@ -32,13 +32,14 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
 
+from r2r_core.config import check_known_keys
 from r2r_core.errors import R2RError
 from r2r_core.student.data import QueryExample, RationaleTarget, check_trainable
 from r2r_core.student.decoder import DecoderStudent, DecoderStudentConfig, compare_target, direct_target
@@ -121,10 +122,7 @@ class DecoderTrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DecoderTrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise R2RError(f"unknown DecoderTrainConfig keys {unknown}")
+        check_known_keys(cls, data, "DecoderTrainConfig")
         return cls(**data)
 
 

@@ -29,7 +29,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from r2r_core.config import check_known_keys
 from r2r_core.data.model import Collection
 from r2r_core.errors import R2RError
 from r2r_core.student.data import QueryExample
@@ -146,10 +147,7 @@ class DualTrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DualTrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise R2RError(f"unknown dual-encoder training keys {unknown}; known: {sorted(known)}")
+        check_known_keys(cls, data, "dual-encoder training config")
         model = data.get("model", DualEncoderConfig())
         if isinstance(model, dict):
             model = DualEncoderConfig.from_dict(model)

@@ -35,13 +35,14 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
 
+from r2r_core.config import check_known_keys
 from r2r_core.errors import R2RError
 from r2r_core.student.data import QueryExample, check_trainable
 from r2r_core.student.fast import FastScorer, FastScorerConfig, evidence_labels, select_device
@@ -124,10 +125,7 @@ class FastTrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FastTrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise R2RError(f"unknown FastTrainConfig keys {unknown}")
+        check_known_keys(cls, data, "FastTrainConfig")
         return cls(**data)
 
 
