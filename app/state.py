@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import streamlit as st
@@ -74,16 +75,51 @@ def collection_rationales(collection_name: str) -> list[RationaleRow]:
     return store().rationales(collection=collection_name)
 
 
-def students() -> Students:
-    """The scorer and the decoder, loaded once per server process (or their HTTP client when
-    ``[student] server_url`` is set); ``notes`` say what is missing."""
+def start_students() -> Future[Students]:
+    """Start loading the students in the background (once per server process), so that a page can show
+    BM25's answer while the scorer loads; ``students()`` waits for it."""
     config = app_config().student
     return _students(repr(config), config)
 
 
-@st.cache_resource(show_spinner="Loading the student models ...")
-def _students(key: str, _config: StudentConfig) -> Students:
-    return load_students(_config)
+def students() -> Students:
+    """The scorer, loaded once per server process (or its HTTP client when ``[student] server_url`` is
+    set), and the decoder, opened when first asked for (``with_decoder``); ``notes`` say what is missing.
+    Waits, under a spinner, while the scorer is still loading."""
+    loading = start_students()
+    if not loading.done():
+        with st.spinner("Loading the student ..."):
+            loading.exception()  # waits; what it raised is raised below
+    try:
+        return loading.result()
+    except Exception:
+        _students.clear()  # like a failed cache_resource call: the next page run tries again
+        raise
+
+
+def students_if_ready() -> Students | None:
+    """The students when they have finished loading, else None (never waits)."""
+    loading = start_students()
+    return loading.result() if loading.done() and loading.exception() is None else None
+
+
+@st.cache_resource(show_spinner=False)
+def _students(key: str, _config: StudentConfig) -> Future[Students]:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="r2r-students")
+    try:
+        return pool.submit(load_students, _config)
+    finally:
+        pool.shutdown(wait=False)  # the submitted load still runs to its end
+
+
+def with_decoder(students: Students) -> Students:
+    """``students`` with its decoder opened (a page that shows generated text calls this first): the
+    first call in this server process loads it, under a spinner; later ones return at once."""
+    if not students.decoder_opened:
+        with st.spinner("Loading the decoder student (first use in this app; the very first time it also "
+                        "converts its base model) ..."):
+            students.decoder  # noqa: B018 - reading it opens it
+    return students
 
 
 # The student's answers are cached per (student, query, documents): a rerun (a click, a page switch)

@@ -8,8 +8,9 @@ Every student explanation or comparison the app shows for a dataset query is sto
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,15 +32,43 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class Students:
     """What the app can ask: ``scorer`` ranks and marks evidence, ``decoder`` generates reasoning.
 
-    ``notes`` say what is missing and why (shown on the pages); ``source`` is where they run.
+    The scorer is opened by ``load_students``; the decoder only when a page first asks for generated
+    text (``decoder``, ``decoder_name``, ``explainer`` open it once, shared by every session: loading a
+    decoder, and converting its GGUF base the first time, takes tens of seconds that a search never
+    needs). ``notes`` say what is missing and why (shown on the pages); ``source`` is where they run.
     """
 
     scorer: Student | None = None
-    decoder: Student | None = None
     scorer_name: str = ""
-    decoder_name: str = ""
     source: str = "in-process"
     notes: list[str] = field(default_factory=list)
+    open_decoder: Callable[[Students], None] | None = field(default=None, repr=False)
+    _decoder: Student | None = field(default=None, repr=False)
+    _decoder_name: str = field(default="", repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def decoder_opened(self) -> bool:
+        """Whether the decoder has been looked for (reading ``decoder`` does it when not)."""
+        return self.open_decoder is None
+
+    def set_decoder(self, decoder: Student | None, name: str) -> None:
+        self._decoder, self._decoder_name = decoder, name
+
+    def _opened(self) -> Students:
+        with self._lock:  # sessions run in threads: the first one opens it, the others wait for it
+            if self.open_decoder is not None:
+                opening, self.open_decoder = self.open_decoder, None
+                opening(self)
+        return self
+
+    @property
+    def decoder(self) -> Student | None:
+        return self._opened()._decoder
+
+    @property
+    def decoder_name(self) -> str:
+        return self._opened()._decoder_name
 
     @property
     def explainer(self) -> Student | None:
@@ -59,10 +88,10 @@ def resolve(path: Path) -> Path:
 
 
 def load_students(config: StudentConfig) -> Students:
-    """The scorer (``open_student``) and the decoder (``open_explainer``) of r2r_core.client: over HTTP
-    when ``server_url`` is set, else loaded here from ``path`` / ``decoder_path``. What cannot be
-    opened is left None, with a note saying why."""
-    from r2r_core.client import RemoteStudent, open_explainer, open_student
+    """The scorer (``open_student`` of r2r_core.client: over HTTP when ``server_url`` is set, else loaded
+    here from ``path``), and how to open the decoder (``open_explainer``, from ``decoder_path``) when a
+    page first asks for it. What cannot be opened is left None, with a note saying why."""
+    from r2r_core.client import RemoteStudent, open_student
 
     students = Students(source=config.server_url or "in-process")
     local = replace(config, path=resolve(config.path) if config.path else None,
@@ -72,6 +101,7 @@ def load_students(config: StudentConfig) -> Students:
             cards = RemoteStudent(config.server_url, config.timeout_s).models()
         except R2RError as exc:
             students.notes.append(f"the student server is not reachable: {exc}")
+            students.open_decoder = None
             return students
         names = {card.get("role"): str(card.get("id", "")) for card in cards}
     else:
@@ -85,21 +115,30 @@ def load_students(config: StudentConfig) -> Students:
             students.scorer, students.scorer_name = open_student(local), names.get("ranker") or "student"
         except (R2RError, OSError) as exc:
             students.notes.append(f"the student could not be loaded: {exc}")
+    students.open_decoder = lambda opened: _open_decoder(opened, config, local, names.get("explainer") or "decoder")
+    return students
+
+
+def _open_decoder(students: Students, config: StudentConfig, local: StudentConfig, name: str) -> None:
+    """Find the generating student: the server's explainer or ``decoder_path``, else a scorer that
+    generates; note why there is none."""
+    from r2r_core.client import open_explainer
+
     try:
-        students.decoder = open_explainer(local)
+        decoder = open_explainer(local)
     except (R2RError, OSError) as exc:
+        decoder = None
         students.notes.append(f"the decoder student could not be loaded: {exc}")
-    if students.decoder is not None and not students.decoder.can_generate:
-        students.decoder = None  # a scorer saved at decoder_path: noted below as no decoder
-    if students.decoder is not None:
-        students.decoder_name = names.get("explainer") or "decoder"
+    if decoder is not None and not decoder.can_generate:
+        decoder = None  # a scorer saved at decoder_path: noted below as no decoder
+    if decoder is not None:
+        students.set_decoder(decoder, name)
     elif students.scorer is not None and students.scorer.can_generate:
-        students.decoder, students.decoder_name = students.scorer, students.scorer_name
+        students.set_decoder(students.scorer, students.scorer_name)
     elif config.decoder_path or config.server_url:
         students.notes.append("no decoder student " + (f"at {config.decoder_path}" if config.decoder_path and not
                               config.server_url else "on the server")
                               + ": explanations show the scorer's label and evidence, without generated reasoning")
-    return students
 
 
 # ----------------------------------------------------------------------------- ranking

@@ -10,7 +10,8 @@ Contenders, all on the same (query, passage) pairs from assets/pydocs, the same 
   CrossEncoder   sentence_transformers.CrossEncoder.predict on the merged encoder, [CLS] pooling and the
                  ranking head as a Dense layer: it computes the same logits (the max difference is printed);
   server         POST /v1/rerank to `r2r serve` (a separate process) from one client, one request at a time,
-                 batch-size documents per request (HTTP + JSON + queueing included).
+                 each carrying exactly batch-size documents (queries hold max(batch sizes) passages each;
+                 HTTP + JSON + queueing included).
 Timing: one warm-up pass each, then --repeats rounds timing every contender once in turn (a shared machine's
 load falls on all alike); the median per contender is reported.
 """
@@ -40,10 +41,24 @@ from _common import (
 )
 
 
+def query_groups(pairs: int, batch_sizes: list[int]) -> list[tuple[str, list[str]]]:
+    """(query, passages) groups of max(batch_sizes) passages each, about ``pairs`` in all: every batch size
+    must divide that group size, so that each server request really carries batch-size documents."""
+    size = max(batch_sizes)
+    if any(size % batch for batch in batch_sizes):
+        raise SystemExit(f"--batch-sizes {batch_sizes}: each must divide the largest ({size}), so that every "
+                         "request carries exactly its batch size in documents")
+    return pydocs_pairs(max(1, pairs // size), size)
+
+
+def server_requests(groups: list[tuple[str, list[str]]], docs_per_request: int) -> list[tuple[str, list[str]]]:
+    """The /v1/rerank requests of one pass: each group's passages in slices of docs_per_request."""
+    return [(q, docs[i : i + docs_per_request]) for q, docs in groups for i in range(0, len(docs), docs_per_request)]
+
+
 def _server_pass(client, groups: list[tuple[str, list[str]]], docs_per_request: int) -> Callable[[], None]:
     """One pass over all pairs as sequential /v1/rerank requests of docs_per_request documents."""
-    requests = [(q, docs[i : i + docs_per_request]) for q, docs in groups
-                for i in range(0, len(docs), docs_per_request)]
+    requests = server_requests(groups, docs_per_request)
 
     def run() -> None:
         for query, docs in requests:
@@ -70,7 +85,7 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    groups = pydocs_pairs(max(1, args.pairs // 16), 16)
+    groups = query_groups(args.pairs, batch_sizes)
     pairs = flat_pairs(groups)
     print(machine_line())
     print(f"{len(pairs)} pairs (pydocs queries x passages), max_length {args.max_length}, "

@@ -133,6 +133,24 @@ def english_analyzer(stemmer: str, stopwords: bool) -> Any:
                                         stopwords=stopwords))
 
 
+_SNOWBALL_ENGLISH_STOP = "org/apache/lucene/analysis/snowball/english_stop.txt"
+
+
+@cache
+def snowball_english_stopwords() -> frozenset[str]:
+    """Lucene's Snowball English stop list, read from the jar on the JVM's classpath (the file Lucene's
+    `SnowballFilter` ships; Snowball's format: one word per line, `|` starts a comment)."""
+    stream = anserini_class("java.lang.ClassLoader").getSystemClassLoader().getResourceAsStream(_SNOWBALL_ENGLISH_STOP)
+    if stream is None:
+        raise R2RError(f"{_SNOWBALL_ENGLISH_STOP} is not in Pyserini's Anserini jar")
+    try:
+        text = bytes(stream.readAllBytes()).decode("utf-8")
+    finally:
+        stream.close()
+    words = (line.split("|", 1)[0].strip() for line in text.splitlines())
+    return frozenset(word for word in words if word)
+
+
 @cache
 def lucene_indexer_class() -> type:
     """Pyserini's LuceneIndexer (Anserini's SimpleIndexer), used only when an index is built."""

@@ -7,6 +7,9 @@ identifier-like tokens itself, then:
 - emits every part of a compound identifier (split at `.`, `_`, `-`, `::`, camelCase and letter/digit
   boundaries) through Lucene's own English analysis (Anserini's default English analyzer: stopwords
   and the Porter stemmer, run inside the JVM), so parts are stemmed exactly as Lucene stems prose;
+- with `stoplist = "snowball"`, first drops the words of Lucene's Snowball English stop list ("how",
+  "do", "i", "what", ...: the phrasing of every question, which the default 33-word set keeps and which
+  then matches half the collection);
 - also emits the whole identifier, lower-cased and unstemmed, so an exact `os.path.join` query still
   matches the document that names it better than one that merely mentions "path" and "join".
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from r2r_core._java import english_analyzer
+from r2r_core._java import english_analyzer, snowball_english_stopwords
 from r2r_core.config import AnalyzerSettings
 
 # A token: word characters, optionally joined by the separators identifiers use (dots, hyphens, ::).
@@ -27,6 +30,9 @@ _TOKEN = re.compile(r"\w+(?:(?:\.|-|::)\w+)*")
 # Possessive 's, as Lucene's EnglishPossessiveFilter removes it (before tokens are cut at the apostrophe).
 _POSSESSIVE = re.compile(r"['’]s\b")
 _SEPARATORS = re.compile(r"[._\-:]+")
+# Contractions as whole words ("don't", "what's"), so a stop list that names them can drop them before the
+# apostrophe cuts them into pieces ("don", "t") that no stop list names.
+_CONTRACTION = re.compile(r"\b\w+['’]\w+\b")
 # Inside one ASCII piece: acronyms (HTTP in HTTPServer), capitalised or lower-case words, digit runs.
 _CAMEL_PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 
@@ -58,16 +64,27 @@ class TechnicalAnalyzer:
         """(words for Lucene's English analysis, whole identifiers kept verbatim), before stemming."""
         words: list[str] = []
         whole: list[str] = []
-        for token in _TOKEN.findall(_POSSESSIVE.sub("", text)):
+        text = _POSSESSIVE.sub("", text)
+        stop = self._extra_stopwords()
+        if stop:
+            text = _CONTRACTION.sub(lambda m: " " if m.group().lower().replace("’", "'") in stop else m.group(), text)
+        for token in _TOKEN.findall(text):
             if not self.settings.split_identifiers:
-                words.append(token)
+                if token.lower() not in stop:
+                    words.append(token)
                 continue
             parts = identifier_parts(token)
-            words.extend(parts)
+            words.extend(p for p in parts if p.lower() not in stop)
             # `os.path.join`, `__init__`, `getElementById`: the identifier itself is a term too.
             if self.settings.keep_identifiers and parts != [token]:
                 whole.append(token.lower())
         return words, whole
+
+    def _extra_stopwords(self) -> frozenset[str]:
+        """Words dropped before Lucene's analysis (which itself removes its default stop set)."""
+        if self.settings.stopwords and self.settings.stoplist == "snowball":
+            return snowball_english_stopwords()
+        return frozenset()
 
     def analyze(self, text: str) -> list[str]:
         """The terms Lucene indexes for `text` (and searches for, when `text` is a query)."""

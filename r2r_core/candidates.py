@@ -12,7 +12,8 @@ interpolation (alpha on the dense side). A document found by only one side is st
 fused list is the union of both pools, ordered by fused score.
 
 `sweep_bm25` is how the technical BM25 profile was chosen: a grid over analysis options and k1/b,
-evaluated on a split that is not test, printed as a table by `r2r bm25-sweep`.
+evaluated on validation sets that are never test (dev, and questions the teacher wrote for corpus
+passages), printed as a table by `r2r bm25-sweep`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from r2r_core.config import BM25Config, CandidatesConfig, R2RConfig
-from r2r_core.data.model import Collection, Run, ScoredDoc
+from r2r_core.data.model import Collection, Qrels, Run, ScoredDoc
 from r2r_core.dense import BiEncoder, DenseRetriever
 from r2r_core.errors import R2RError
 from r2r_core.evaluate import evaluate_run
@@ -161,16 +162,36 @@ SWEEP_MEASURES = ("nDCG@10", "RR@10", "R@100", "R@1000")
 
 
 @dataclass(frozen=True)
+class ValidationSet:
+    """Queries with judgments that BM25 settings may be chosen on (never a test split)."""
+
+    name: str
+    queries: dict[str, str]  # query id -> text
+    qrels: Qrels
+
+
+def split_validation(collection: Collection, split: str) -> ValidationSet:
+    """The judged queries of one split of `collection`. Refuses test: parameters are chosen on dev (or
+    train, or questions written for corpus passages), and test is only ever reported."""
+    if split == "test":
+        raise R2RError("refusing to tune BM25 on the test split: sweep on dev (or train), report test once")
+    queries = {qid: q.text for qid, q in collection.split_queries(split).items() if collection.qrels.get(qid)}
+    if not queries:
+        raise R2RError(f"{collection.name}/{split} has no judged queries to sweep on")
+    return ValidationSet(split, queries, collection.qrels.restrict(queries))
+
+
+@dataclass(frozen=True)
 class SweepRow:
     analyzer: str  # AnalyzerSettings.key()
     k1: float
     b: float
-    metrics: dict[str, float]
+    metrics: dict[str, dict[str, float]]  # validation set name -> measure -> mean over its queries
 
 
 def sweep_bm25(
     collection: Collection,
-    split: str,
+    validation: Sequence[ValidationSet],
     index_root: Path,
     *,
     base: BM25Config,
@@ -180,16 +201,12 @@ def sweep_bm25(
     depth: int = 1000,
     progress: bool = True,
 ) -> list[SweepRow]:
-    """Every (analysis option set, k1, b) of the grid, evaluated on `split` over all its judged queries.
-
-    Refuses the test split: parameters are chosen on dev, and test is only ever reported.
-    """
-    if split == "test":
-        raise R2RError("refusing to tune BM25 on the test split: sweep on dev (or train), report test once")
-    queries = collection.split_queries(split)
-    judged = [q for q in queries if collection.qrels.get(q)]
-    if not judged:
-        raise R2RError(f"{collection.name}/{split} has no judged queries to sweep on")
+    """Every (analysis option set, k1, b) of the grid over `collection`'s index, evaluated on every
+    validation set over all its judged queries (build them with `split_validation`, which refuses test)."""
+    if not validation:
+        raise R2RError("a BM25 sweep needs at least one validation set")
+    # A cutoff past the depth would only repeat the shallower figure under a deeper name.
+    measures = [m for m in SWEEP_MEASURES if int(m.split("@")[1]) <= depth]
     grid = [dict(o) for o in analyzer_options]
     rows: list[SweepRow] = []
     bar = tqdm(total=len(grid) * len(k1_values) * len(b_values), desc="bm25 sweep", disable=not progress)
@@ -200,37 +217,47 @@ def sweep_bm25(
         for k1, b in itertools.product(k1_values, b_values):
             config = replace(base, k1=k1, b=b, **options)
             retriever = BM25Retriever(index, config, collection.excluded, technical=collection.technical)
-            run = retriever.retrieve(collection, split, depth, progress=False)
-            result = evaluate_run(run, collection.qrels, judged, measures=SWEEP_MEASURES,
-                                  excluded=collection.excluded)
-            rows.append(SweepRow(retriever.settings.analyzer.key(), k1, b, result.means()))
+            metrics = {}
+            for chosen in validation:
+                run = retriever.batch_search(chosen.queries, depth, progress=False)
+                metrics[chosen.name] = evaluate_run(run, chosen.qrels, chosen.queries, measures=measures,
+                                                    excluded=collection.excluded).means()
+            rows.append(SweepRow(retriever.settings.analyzer.key(), k1, b, metrics))
             bar.update()
     bar.close()
     return rows
 
 
 def first_stage_score(row: SweepRow) -> float:
-    """How a sweep row is judged: the mean of nDCG@10 (what BM25 alone puts on top) and R@100 (what it
-    leaves a reranker at the paper's depth). Both count for a first stage; either alone picks settings
-    that buy one with the other (on pydocs dev, unstemmed terms win nDCG@10 and lose 0.08 of R@100)."""
-    return (row.metrics["nDCG@10"] + row.metrics["R@100"]) / 2
+    """How a sweep row is judged: over the validation sets (each counting once, whatever its size), the
+    mean of nDCG@10 (what BM25 alone puts on top) and R@100 (what it leaves a reranker at the paper's
+    depth). Both count for a first stage; either alone picks settings that buy one with the other (on
+    pydocs dev, unstemmed terms win nDCG@10 and lose 0.08 of R@100)."""
+    return sum((m["nDCG@10"] + m["R@100"]) / 2 for m in row.metrics.values()) / len(row.metrics)
+
+
+def _order_key(row: SweepRow) -> tuple[float, float]:
+    """Best first, on values rounded as printed: the score, then the mean nDCG@10."""
+    ndcg = sum(m["nDCG@10"] for m in row.metrics.values()) / len(row.metrics)
+    return (-round(first_stage_score(row), 4), -round(ndcg, 4))
 
 
 def best_row(rows: Sequence[SweepRow]) -> SweepRow:
-    """The row with the highest `first_stage_score` (then nDCG@10), on values rounded as printed."""
+    """The row with the highest `first_stage_score` (then mean nDCG@10)."""
     if not rows:
         raise R2RError("empty sweep")
-    return max(rows, key=lambda r: (round(first_stage_score(r), 4), round(r.metrics["nDCG@10"], 4)))
+    return min(rows, key=_order_key)
 
 
 def sweep_table(rows: Sequence[SweepRow], *, top: int | None = None) -> str:
-    """Markdown, best first by `first_stage_score` (the "score" column)."""
-    ordered = sorted(rows, key=lambda r: (-round(first_stage_score(r), 4), -round(r.metrics["nDCG@10"], 4)))
-    if top is not None:
-        ordered = ordered[:top]
-    lines = ["| analyzer | k1 | b | score | " + " | ".join(SWEEP_MEASURES) + " |",
-             "|---|---|---|---|" + "---|" * len(SWEEP_MEASURES)]
+    """Markdown, best first by `first_stage_score` (the "score" column), every measure per validation set."""
+    ordered = sorted(rows, key=_order_key)[:top]
+    sets = list(ordered[0].metrics) if ordered else []
+    measured = [m for m in SWEEP_MEASURES if sets and m in ordered[0].metrics[sets[0]]]
+    header = [f"{name} {m}" for name in sets for m in measured]
+    lines = ["| analyzer | k1 | b | score | " + " | ".join(header) + " |",
+             "|---|---|---|---|" + "---|" * len(header)]
     for row in ordered:
-        cells = " | ".join(f"{row.metrics[m]:.4f}" for m in SWEEP_MEASURES)
+        cells = " | ".join(f"{row.metrics[name][m]:.4f}" for name in sets for m in measured)
         lines.append(f"| {row.analyzer} | {row.k1:g} | {row.b:g} | {first_stage_score(row):.4f} | {cells} |")
     return "\n".join(lines)

@@ -36,38 +36,49 @@ def bm25_sweep(
     ctx: typer.Context,
     collection: CollectionOpt = "pydocs",
     split: Annotated[str, typer.Option(help="Split to choose on (dev; test is refused).")] = "dev",
+    synthetic: Annotated[list[Path] | None, typer.Option(
+        help="Also validate on the questions of an `r2r synthesize` file (.jsonl or .jsonl.gz; repeatable).")] = None,
     k1: Annotated[list[float] | None, typer.Option("--k1", help="k1 values (repeatable).")] = None,
     b: Annotated[list[float] | None, typer.Option("--b", help="b values (repeatable).")] = None,
     analyzer: Annotated[list[str] | None, typer.Option(help="technical | english (repeatable).")] = None,
     stemmer: Annotated[list[str] | None, typer.Option(help="porter | krovetz | none (repeatable).")] = None,
+    stoplist: Annotated[list[str] | None, typer.Option(help="lucene | snowball (repeatable).")] = None,
     title_weight: Annotated[list[int] | None, typer.Option(help="Title repetitions (repeatable).")] = None,
     keep_identifiers: Annotated[list[bool] | None, typer.Option(help="Keep whole identifiers (repeatable).")] = None,
     depth: Annotated[int, typer.Option(help="Retrieval depth (R@1000 needs 1000).")] = 1000,
     top: Annotated[int | None, typer.Option(help="Print only the best N rows.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the whole table here.")] = None,
 ) -> None:
-    """Grid-search BM25 analysis options and k1/b on a non-test split; prints the table and the best setting."""
-    from r2r_core.candidates import best_row, sweep_bm25, sweep_table
+    """Grid-search BM25 analysis options and k1/b on non-test queries; prints the table and the best setting."""
+    from r2r_core.candidates import best_row, split_validation, sweep_bm25, sweep_table
+    from r2r_core.teacher.synthesize import read_synthetic, validation_set
 
     config = _config(ctx)
     loaded = _load(collection)
+    validation = [split_validation(loaded, split)]
+    for path in synthetic or []:
+        validation.append(validation_set(read_synthetic(path), name=f"synthetic:{path.name.split('.')[0]}"))
     options = [
-        {"analyzer": a, "stemmer": s, "title_weight": t, "keep_identifiers": keep}
+        {"analyzer": a, "stemmer": s, "title_weight": t, "keep_identifiers": keep, "stoplist": stop}
         for a in analyzer or ["technical"]
         for s in stemmer or ["porter", "krovetz", "none"]
         for t in title_weight or [1, 2, 3, 4]
         for keep in (keep_identifiers or [True])
-        if a == "technical" or keep  # keep_identifiers means nothing to the english analyzer
+        for stop in (stoplist or ["lucene"])
+        # keep_identifiers and stoplist mean nothing to the english analyzer
+        if a == "technical" or (keep and stop == "lucene")
     ]
-    rows = sweep_bm25(loaded, split, config.paths.index_dir, base=config.bm25, analyzer_options=options,
+    rows = sweep_bm25(loaded, validation, config.paths.index_dir, base=config.bm25, analyzer_options=options,
                       k1_values=k1 or [0.9, 1.2, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0],
                       b_values=b or [0.3, 0.4, 0.5, 0.6, 0.75],
                       depth=depth)
     table = sweep_table(rows, top=top)
-    typer.echo(f"BM25 sweep on {loaded.name}/{split}: {len(rows)} settings, depth {depth}\n")
+    sizes = ", ".join(f"{v.name} ({len(v.queries)} queries)" for v in validation)
+    typer.echo(f"BM25 sweep on {loaded.name}: {len(rows)} settings, depth {depth}, validated on {sizes}\n")
     typer.echo(table)
     best = best_row(rows)
-    typer.echo(f"\nbest by score = (nDCG@10 + R@100) / 2: analyzer {best.analyzer}, k1 {best.k1:g}, b {best.b:g}")
+    typer.echo(f"\nbest by score = mean over validation sets of (nDCG@10 + R@100) / 2: analyzer {best.analyzer}, "
+               f"k1 {best.k1:g}, b {best.b:g}")
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(sweep_table(rows) + "\n", encoding="utf-8")
@@ -477,10 +488,13 @@ def teacher_report(
     rank_by: Annotated[str | None, typer.Option(help="Also write the teacher run ranked by this signal.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="TREC run file for --rank-by.")] = None,
 ) -> None:
-    """Teacher quality against the qrels: nDCG@10 of its ranking vs BM25, label accuracy / AUC, validity."""
+    """Teacher quality against the qrels: nDCG@10 of its ranking vs BM25, label accuracy / AUC, validity; how
+    its evidence was located, labels that disagree with its P(Yes), pair order consistency before and after
+    the order-free verdict (r2r_core.teacher.verdicts)."""
     from r2r_core.candidates import first_stage
     from r2r_core.store import Store
     from r2r_core.teacher.aggregate import teacher_quality, teacher_run
+    from r2r_core.teacher.verdicts import teacher_checks
 
     config = _config(ctx)
     loaded = _load(collection)
@@ -491,8 +505,11 @@ def teacher_report(
     if not rows:
         raise R2RError(f"no teacher rationales for {loaded.name}/{split}" + (f" from {model}" if model else ""))
     quality = teacher_quality(rows, loaded.qrels, candidates, wanted, depth=depth)
+    documents = {r.doc_id: loaded.documents[r.doc_id].contents for r in rows
+                 if r.kind == "direct" and r.doc_id in loaded.documents}
     typer.echo(f"teacher {model or 'all models'} on {loaded.name}/{split}, top {depth}\n")
     typer.echo(quality.as_table())
+    typer.echo(teacher_checks(rows, documents).as_table())
     if rank_by:
         from r2r_core.data.trec import write_run
 
@@ -540,6 +557,28 @@ def app_cmd(
     ]
     typer.echo(f"R2R Studio on http://{host}:{port}")
     raise typer.Exit(subprocess.call(command, cwd=root, env=env))
+
+
+@app.command()
+def prepare(ctx: typer.Context) -> None:
+    """One-time model work ahead of use (scripts/setup.sh runs it): converts the configured decoder students'
+    GGUF bases to transformers checkpoints, with a progress bar, so neither the app nor `r2r serve` does it
+    on first use. Idempotent; well under a second when done."""
+    from r2r_core.student.bases import decoder_base_name, gguf_base, models_dir, prepare_base
+
+    config = _config(ctx)
+    folders = dict.fromkeys(p for p in (config.student.path, config.student.decoder_path) if p is not None)
+    for folder in folders:
+        name = decoder_base_name(folder)
+        base = gguf_base(name, models_dir(config.paths.home)) if name else None
+        if base is None:
+            typer.echo(f"{folder}: nothing to prepare" + (f" (base {name})" if name else ""))
+            continue
+        if not base.converted:
+            typer.echo(f"{folder}: converting its base {base.gguf.name} to a transformers checkpoint (once) ...")
+        done = prepare_base(base)
+        typer.echo(f"{folder}: base ready in {base.checkpoint}"
+                   + (f" (converted in {done.converted_s:.0f} s)" if done.converted_s is not None else ""))
 
 
 @app.command()

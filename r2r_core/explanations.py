@@ -1,5 +1,15 @@
-"""How good a student's explanations are, on a seeded sample of (query, candidate) pairs (the columns
-"evidence in doc", "label-reason consistency" and "ROUGE-L F vs teacher" of ``r2r evaluate-systems``)."""
+"""How good a student's explanations are, on a seeded sample of (query, candidate) pairs (the explanation
+columns of ``r2r evaluate-systems``).
+
+Generating students (``Explanation.generated``): "evidence in doc" (the share of the quotes they wrote
+that occur in the document), "label-reason consistency" and "ROUGE-L F vs teacher".
+Extractive students (evidence = spans cut from the document): "evidence in doc" does not apply (true by
+construction, so None); instead their evidence is compared with the teacher's, sentence by sentence
+(``r2r_core.sentences.sentence_spans``): "evidence precision vs teacher" = of the sentences the student
+marked, the share the teacher also cited or quoted; "evidence recall vs teacher" = of the teacher's, the
+share the student marked; both pooled over the sampled pairs whose teacher direct rationale has evidence
+that is located in the document.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +23,7 @@ from tqdm.auto import tqdm
 from r2r_core.data.model import Collection, Qrels, Run
 from r2r_core.errors import R2RError
 from r2r_core.evaluate import rouge_l
+from r2r_core.sentences import sentence_spans
 from r2r_core.store import RationaleRow
 from r2r_core.student.api import Explanation
 from r2r_core.teacher.parsing import check_evidence
@@ -20,6 +31,8 @@ from r2r_core.teacher.parsing import check_evidence
 EVIDENCE = "evidence in doc"
 CONSISTENCY = "label-reason consistency"
 ROUGE = "ROUGE-L F vs teacher"
+EVIDENCE_PRECISION = "evidence precision vs teacher"
+EVIDENCE_RECALL = "evidence recall vs teacher"
 
 
 @dataclass(frozen=True)
@@ -27,6 +40,7 @@ class SamplePair:
     query_id: str
     doc_id: str
     reference: str | None  # the teacher's direct rationale, if the pair has one
+    teacher_evidence: tuple[str, ...] = ()  # that rationale's evidence quotes (cited sentences, verbatim)
 
 
 def explanation_sample(
@@ -51,23 +65,51 @@ def explanation_sample(
     rng = random.Random(seed)
     chosen = set(rng.sample(relevant, num_relevant)) | set(rng.sample(others, min(len(others), size - num_relevant)))
     references = _direct_rationales(rows, chosen)
-    return [SamplePair(q, d, references.get((q, d))) for q, d in pool if (q, d) in chosen]
+    return [SamplePair(q, d, *references.get((q, d), (None, ()))) for q, d in pool if (q, d) in chosen]
 
 
-def _direct_rationales(rows: Iterable[RationaleRow], pairs: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """The first ok, non-empty teacher ``direct`` reasoning of each of ``pairs`` that has one."""
-    found: dict[tuple[str, str], str] = {}
+def _direct_rationales(
+    rows: Iterable[RationaleRow], pairs: set[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, tuple[str, ...]]]:
+    """(reasoning, evidence quotes) of the first ok, non-empty teacher ``direct`` rationale of each of
+    ``pairs`` that has one."""
+    found: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
     for row in rows:
         pair = (row.query_id, row.doc_id)
         if row.kind == "direct" and row.status == "ok" and row.reasoning.strip() and pair in pairs:
-            found.setdefault(pair, row.reasoning)
+            quotes = tuple(q for q in (row.evidence or []) if isinstance(q, str) and q.strip())
+            found.setdefault(pair, (row.reasoning, quotes))
     return found
+
+
+def sentence_ids(spans: Iterable[tuple[int, int]], document: str) -> set[int]:
+    """Indices (0-based) of the document's sentences (``sentence_spans``) that any span [start, end) overlaps."""
+    sentences = sentence_spans(document)
+    return {i for start, end in spans for i, (s, e) in enumerate(sentences) if start < e and s < end}
+
+
+def _span_or_located(start: object, end: object, text: str, document: str) -> tuple[int, int] | None:
+    """An evidence span as given when it indexes ``text`` in the document exactly, else where
+    ``check_evidence`` locates the text (None when it does not)."""
+    if isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(document) \
+            and document[start:end] == text:
+        return (start, end)
+    return check_evidence([text], document)[0].span
+
+
+def evidence_overlap(explanation: Explanation, teacher_quotes: Sequence[str], document: str) -> tuple[int, int, int]:
+    """(shared, student's, teacher's) sentence counts of an extractive explanation's evidence spans and the
+    teacher's quotes for the same document; quotes or spans that cannot be located count nowhere."""
+    student = sentence_ids((s for s in (_span_or_located(a, b, str(t), document)
+                                        for a, b, t in explanation.evidence if str(t).strip()) if s), document)
+    teacher = sentence_ids((c.span for c in check_evidence(teacher_quotes, document) if c.span), document)
+    return len(student & teacher), len(student), len(teacher)
 
 
 def evidence_checks(explanation: Explanation, document: str) -> list[bool]:
     """Whether each piece of evidence of ``explanation`` is in ``document``.
 
-    A generated explanation is judged on the quote it WROTE (its ``Evidence:`` line, read by the decoder
+    A generated explanation is judged on the quote it WROTE (its ``Evidence:`` field, read by the decoder
     student's own parser from ``raw_text``), because ``explain`` keeps only quotes it could locate, and
     those would all count as found. Other evidence (the fast scorer's spans): a span that indexes the
     document exactly is in it; any other text goes to ``check_evidence``, the teacher's own matcher.
@@ -77,31 +119,35 @@ def evidence_checks(explanation: Explanation, document: str) -> list[bool]:
 
         quote = parse_generated(explanation.raw_text).evidence
         return [check.found for check in check_evidence([quote] if quote else [], document)]
-    results = []
-    for start, end, text in explanation.evidence:
-        if str(text).strip():
-            exact = isinstance(start, int) and 0 <= start < end <= len(document) and document[start:end] == text
-            results.append(exact or check_evidence([text], document)[0].found)
-    return results
+    return [_span_or_located(start, end, str(text), document) is not None
+            for start, end, text in explanation.evidence if str(text).strip()]
 
 
 def explanation_quality(student, collection: Collection, sample: Sequence[SamplePair],
                         *, progress: bool = True, name: str = "student") -> dict[str, float | None]:
-    """Evidence in the document, label-reason consistency and ROUGE-L of ``student.explain`` on ``sample``."""
+    """The explanation metrics of ``student.explain`` on ``sample`` (module docstring) by name; None where one
+    does not apply."""
     quotes = found = generated = consistent = 0
+    shared = marked = cited = 0
     rouge: list[float] = []
     for pair in tqdm(sample, desc=f"explain {name}", unit="pair", disable=not progress):
         document = collection.documents[pair.doc_id].contents
         explanation = student.explain(collection.queries[pair.query_id].text, document)
+        if not explanation.generated:
+            overlap = evidence_overlap(explanation, pair.teacher_evidence, document)
+            if overlap[2]:  # the teacher has located evidence for this pair
+                shared, marked, cited = shared + overlap[0], marked + overlap[1], cited + overlap[2]
+            continue
         checks = evidence_checks(explanation, document)
         quotes, found = quotes + len(checks), found + sum(checks)
-        if explanation.generated:
-            generated += 1
-            consistent += explanation.generated_label == explanation.label
-            if pair.reference is not None:
-                rouge.append(rouge_l(explanation.reasoning or "", pair.reference).f)
+        generated += 1
+        consistent += explanation.generated_label == explanation.label
+        if pair.reference is not None:
+            rouge.append(rouge_l(explanation.reasoning or "", pair.reference).f)
     return {
         EVIDENCE: found / quotes if quotes else None,
+        EVIDENCE_PRECISION: shared / marked if marked else None,
+        EVIDENCE_RECALL: shared / cited if cited else None,
         CONSISTENCY: consistent / generated if generated else None,
         ROUGE: statistics.fmean(rouge) if rouge else None,
     }

@@ -44,9 +44,12 @@ Metrics (``EvaluationReport`` rows; None = does not apply):
   pairs from the candidates of every query (``explanation_sample``): the relevant candidates (qrels
   grade >= 1) up to half the sample, or more when there are too few others, the rest non-relevant.
   A sampled pair keeps the teacher's ok ``direct`` rationale for it, when there is one, for ROUGE-L.
-  "evidence in doc": the share of the student's evidence found in the document by the teacher's own
-  matcher (``check_evidence``): for a generating student the quote it wrote, found or not; for the
-  fast scorer its evidence spans (``evidence_checks``).
+  "evidence in doc": for a generating student, the share of the quotes it wrote that the teacher's own
+  matcher (``check_evidence``) finds in the document; None for extractive students (fast scorer, dual
+  encoder), whose spans are cut from the document, so the share would be 1 by construction.
+  "evidence precision vs teacher" / "evidence recall vs teacher": for extractive students, the overlap
+  of their evidence sentences with the sentences the teacher cited or quoted for the same pair
+  (``explanations.evidence_overlap``), pooled over the pairs where the teacher has located evidence.
   "label-reason consistency": the share of generated explanations whose generated label equals the
   student's label (a generated text without a label counts as inconsistent).
   "ROUGE-L F vs teacher": mean ROUGE-L F1 of the generated reasoning against the teacher's direct
@@ -86,6 +89,8 @@ from r2r_core.evaluate import (
 from r2r_core.explanations import (
     CONSISTENCY,
     EVIDENCE,
+    EVIDENCE_PRECISION,
+    EVIDENCE_RECALL,
     ROUGE,
     SamplePair,
     evidence_checks,
@@ -96,6 +101,11 @@ from r2r_core.store import RationaleRow
 from r2r_core.teacher.aggregate import PAIR_KINDS, RANK_BY, pair_share, teacher_run
 
 __all__ = [
+    "CONSISTENCY",
+    "EVIDENCE",
+    "EVIDENCE_PRECISION",
+    "EVIDENCE_RECALL",
+    "ROUGE",
     "SIGNIFICANCE",
     "SYSTEM_FORMS",
     "SystemSpec",
@@ -115,6 +125,7 @@ __all__ = [
     "teacher_reference",
 ]
 
+EXPLANATION_METRICS = (EVIDENCE, EVIDENCE_PRECISION, EVIDENCE_RECALL, CONSISTENCY, ROUGE)  # column order
 SYSTEM_FORMS = ("bm25", "minilm-biencoder", "teacher[:RANK_BY]", "student:PATH[:LABEL]")
 RECALL_DEPTH = 100  # the paper reports Recall@100
 TAU_K = 10
@@ -500,7 +511,7 @@ def evaluate_systems(
         if reference is not None:
             metrics.update({TAU: None, PAIRS: None} if spec.kind == "teacher" else agreement(reference, run))
         if any(s.kind == "student" for s in specs):
-            metrics.update({EVIDENCE: None, CONSISTENCY: None, ROUGE: None, **extra})
+            metrics.update({**dict.fromkeys(EXPLANATION_METRICS), **extra})
         metrics[LATENCY] = _median(latencies)
         if spec.kind == "teacher":
             notes.append(_teacher_subset_note(reference, ndcg, baseline_ndcg, seed=seed))

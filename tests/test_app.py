@@ -215,3 +215,19 @@ def test_search_without_a_student_says_what_is_missing(r2r_home: Path, pydocs_bm
     assert len(page.dataframe) == 1  # BM25 only
     assert any("not trained yet" in i.value and "no-such-student" in i.value for i in page.info)
     assert {m.label: m.value for m in page.metric}["Student latency"] == "—"
+
+
+def test_the_decoder_is_opened_only_when_a_page_asks_for_generated_text(r2r_home: Path, tmp_path: Path) -> None:
+    from app.students import load_students
+    from r2r_core.config import StudentConfig
+
+    broken = tmp_path / "decoder"
+    broken.mkdir()
+    (broken / "decoder_student.json").write_text("{}", encoding="utf-8")  # a decoder folder that cannot load
+    students = load_students(StudentConfig(path=ensure_student(r2r_home), decoder_path=broken, device="cpu"))
+    assert students.scorer is not None and students.notes == [] and not students.decoder_opened
+
+    assert students.explainer is students.scorer  # asking for the explainer opens the decoder, once
+    assert students.decoder_opened and students.decoder is None
+    assert len(students.notes) == 2 and "decoder student could not be loaded" in students.notes[0]
+    assert students.explainer_name == students.scorer_name and len(students.notes) == 2

@@ -27,6 +27,7 @@ from r2r_core.evaluate import (
     rouge_l,
     top_k_tau,
 )
+from r2r_core.explanations import evidence_overlap, sentence_ids
 from r2r_core.store import RationaleRow, Store
 from r2r_core.student.api import Explanation
 from r2r_core.systems import (
@@ -36,6 +37,8 @@ from r2r_core.systems import (
     DELTA_HIGH,
     DELTA_LOW,
     EVIDENCE,
+    EVIDENCE_PRECISION,
+    EVIDENCE_RECALL,
     LATENCY,
     P_COLUMN,
     P_VALUE,
@@ -236,20 +239,38 @@ def test_explanation_quality_arithmetic(tiny_collection: Collection) -> None:
         return Explanation(label, label / 3, raw.rpartition("Reasoning: ")[2], [], generated=True,
                            generated_label=generated_label, raw_text=raw)
 
+    body = doc.index("Put #!")  # doc = title line "Executable Python scripts", then one sentence
     answers = [
         generated(2, 2, 'Label: 2\nEvidence: "chmod +x the script"\nReasoning: the script needs chmod'),
-        generated(1, 3, 'Label: 3\nEvidence: "sorted() sorts anything fast"\nReasoning: unrelated text'),
+        generated(1, 3, 'Label: 3 Evidence: "sorted() sorts anything fast" Reasoning: unrelated text'),  # one line
         generated(1, None, "Evidence: none\nReasoning: no label written"),
-        Explanation(1, 0.4, None, [(0, 12, doc[:12]), (5, 9, "nope")]),  # spans, as the fast scorer gives
+        # spans, as extractive students give: compared with the teacher's evidence, not checked for presence
+        Explanation(1, 0.4, None, [(0, 12, doc[:12])]),  # the title line; the teacher quoted the body
+        Explanation(1, 0.4, None, [(0, 10, doc[:10]), (body, body + 6, "Put #!"), (5, 9, "nope")]),
+        Explanation(1, 0.4, None, [(0, 12, doc[:12])]),  # the teacher has no evidence here: not counted
     ]
     sample = [SamplePair("q-exec", "unix-exec", "chmod the script"), SamplePair("q-sort", "sort-list", None),
-              SamplePair("q-exec", "unix-exec", None), SamplePair("q-exec", "unix-exec", None)]
+              SamplePair("q-exec", "unix-exec", None),
+              SamplePair("q-exec", "unix-exec", None, ("chmod +x the script",)),
+              SamplePair("q-exec", "unix-exec", None, ("PUT #! /usr/bin/env python3 on the first line",)),
+              SamplePair("q-exec", "unix-exec", None)]
     result = explanation_quality(ScriptedStudent(answers), tiny_collection, sample, progress=False)
-    # quotes: "chmod +x the script" found, the made-up one not, none in the third; spans: doc[:12] found,
-    # "nope" (not what the document holds at 5:9, nor anywhere in it) not: 2 of 4
-    assert result[EVIDENCE] == pytest.approx(2 / 4)
+    # generated quotes: "chmod +x the script" found, the made-up one not (the one-line layout keeps the
+    # reasoning out of it), none in the third: 1 of 2
+    assert result[EVIDENCE] == pytest.approx(1 / 2)
+    # sentences: student {title} vs teacher {body}; student {title, body} ("nope" is nowhere) vs {body}
+    assert result[EVIDENCE_PRECISION] == pytest.approx(1 / 3) and result[EVIDENCE_RECALL] == pytest.approx(1 / 2)
     assert result[CONSISTENCY] == pytest.approx(1 / 3)  # of 3 generated, only the first wrote the label it has
     assert result[ROUGE] == pytest.approx(rouge_l("the script needs chmod", "chmod the script").f)
+
+
+def test_extractive_evidence_is_not_scored_as_found_by_construction() -> None:
+    doc = "First sentence about chmod. Second sentence about sorting.\nThird line."
+    spans = Explanation(1, 0.4, None, [(0, 27, doc[:27])])
+    assert evidence_overlap(spans, ["Second sentence about sorting."], doc) == (0, 1, 1)
+    assert evidence_overlap(spans, ["first sentence ABOUT chmod", "Third line."], doc) == (1, 1, 2)
+    assert evidence_overlap(spans, ["not in the document"], doc) == (0, 1, 0)
+    assert sentence_ids([(20, 35)], doc) == {0, 1}  # a span across a sentence boundary touches both
 
 
 def test_explanation_quality_of_a_real_fast_scorer(tiny_collection: Collection, untrained_student: Path) -> None:
@@ -258,7 +279,8 @@ def test_explanation_quality_of_a_real_fast_scorer(tiny_collection: Collection, 
     sample = [SamplePair("q-exec", "unix-exec", "some rationale"), SamplePair("q-sort", "sort-list", None)]
     result = explanation_quality(load_student(untrained_student), tiny_collection, sample, progress=False)
     assert result[CONSISTENCY] is None and result[ROUGE] is None  # it does not generate
-    assert result[EVIDENCE] in (None, 1.0)  # its spans are cut from the document itself
+    assert result[EVIDENCE] is None  # its spans are cut from the document itself: n/a, not 1.0
+    assert result[EVIDENCE_PRECISION] is None  # the sample has no teacher evidence to compare with
 
 
 # --------------------------------------------------------------------------- specs

@@ -11,13 +11,19 @@ import pytest
 from r2r_core.analysis import TechnicalAnalyzer, identifier_parts
 from r2r_core.candidates import (
     HybridRetriever,
+    SweepRow,
+    ValidationSet,
+    best_row,
     first_stage,
+    first_stage_score,
     reciprocal_rank_fusion,
     score_interpolation,
+    split_validation,
     sweep_bm25,
+    sweep_table,
 )
 from r2r_core.config import BM25_PROFILES, AnalyzerSettings, BM25Config, CandidatesConfig, R2RConfig
-from r2r_core.data.model import Collection, Document, Query, ScoredDoc
+from r2r_core.data.model import Collection, Document, Qrels, Query, ScoredDoc
 from r2r_core.errors import R2RError
 from r2r_core.retrieval import BM25Retriever, ensure_index, index_path_for, read_index_info
 
@@ -77,6 +83,24 @@ def test_analyzer_options_change_the_terms() -> None:
     assert "the" in with_stopwords
 
 
+@pytest.mark.parametrize(
+    ("text", "lucene_keeps", "snowball_terms"),
+    [
+        # question phrasing: Lucene's 33-word set keeps it, the Snowball list drops it
+        ("How do I join paths?", {"how", "do", "i"}, {"join", "path"}),
+        ("Why doesn't my loop stop", {"why", "my"}, {"loop", "stop"}),  # a contraction goes whole
+        ("What is __all__ for", {"what"}, {"__all__"}),  # the part "all" is a stop word, the identifier is not
+        ("getElementById", set(), {"get", "element", "id", "getelementbyid"}),
+    ],
+)
+def test_snowball_stoplist_drops_question_words(text: str, lucene_keeps: set[str], snowball_terms: set[str]) -> None:
+    lucene = set(TechnicalAnalyzer(AnalyzerSettings()).analyze(text))
+    snowball = TechnicalAnalyzer(AnalyzerSettings(stoplist="snowball")).analyze(text)
+    assert lucene_keeps <= lucene, lucene
+    assert set(snowball) == snowball_terms, snowball
+    # Without stop words at all, the list is not applied either.
+    assert lucene_keeps <= set(TechnicalAnalyzer(AnalyzerSettings(stopwords=False, stoplist="snowball")).analyze(text))
+
 def test_profiles_and_overrides() -> None:
     technical, msmarco = BM25_PROFILES["technical"], BM25_PROFILES["msmarco"]
     assert BM25Config().settings(technical=True) == technical
@@ -105,6 +129,10 @@ def test_bad_analyzer_settings_are_refused() -> None:
         AnalyzerSettings(stemmer="lancaster")
     with pytest.raises(R2RError, match="title_weight"):
         AnalyzerSettings(title_weight=0)
+    with pytest.raises(R2RError, match="unknown stoplist"):
+        AnalyzerSettings(stoplist="smart")
+    with pytest.raises(R2RError, match="technical analyzer only"):
+        AnalyzerSettings(name="english", stoplist="snowball")
     with pytest.raises(R2RError, match="unknown BM25 profile"):
         BM25Config(profile="web").settings()
 
@@ -169,6 +197,7 @@ def test_fingerprint_changes_with_the_analyzer_and_its_options(code_docs: Collec
     base = AnalyzerSettings()
     variants = [base, replace(base, split_identifiers=False), replace(base, keep_identifiers=False),
                 replace(base, stemmer="krovetz"), replace(base, stopwords=False), replace(base, title_weight=2),
+                replace(base, stoplist="snowball"),
                 AnalyzerSettings(name="english")]
     paths = {index_path_for(code_docs, index_root, a) for a in variants}
     assert len(paths) == len(variants)
@@ -200,19 +229,52 @@ def test_title_weight_lifts_documents_whose_title_names_the_query(index_root: Pa
 
 
 def test_sweep_refuses_test_and_reports_every_setting(code_docs: Collection, index_root: Path) -> None:
-    from r2r_core.data.model import Qrels
-
     judged = replace(code_docs, qrels=Qrels({"q1": {"join": 1}, "q2": {"join": 1}}))
     with pytest.raises(R2RError, match="test split"):
-        sweep_bm25(judged, "test", index_root, base=BM25Config(), analyzer_options=[{}], k1_values=[1.0],
-                   b_values=[0.5])
-    rows = sweep_bm25(judged, "dev", index_root, base=BM25Config(), progress=False,
-                      analyzer_options=[{"stemmer": "porter"}, {"stemmer": "none"}], k1_values=[0.9, 2.0],
-                      b_values=[0.4])
+        split_validation(judged, "test")
+    # A second validation set (as `--synthetic` adds): a query only the "split" document answers.
+    extra = ValidationSet("extra", {"s1": "split a string on a separator"}, Qrels({"s1": {"split": 1}}))
+    rows = sweep_bm25(judged, [split_validation(judged, "dev"), extra], index_root, base=BM25Config(),
+                      progress=False, analyzer_options=[{"stemmer": "porter"}, {"stemmer": "none"}],
+                      k1_values=[0.9, 2.0], b_values=[0.4])
     assert len(rows) == 4 and {r.k1 for r in rows} == {0.9, 2.0}
-    assert {r.analyzer for r in rows} == {"technical:split=1:keep=1:stem=porter:stop=1:title=4",
-                                          "technical:split=1:keep=1:stem=none:stop=1:title=4"}
-    assert all(r.metrics["nDCG@10"] == pytest.approx(1.0) for r in rows)
+    technical = BM25_PROFILES["technical"].analyzer
+    assert {r.analyzer for r in rows} == {replace(technical, stemmer=s).key() for s in ("porter", "none")}
+    assert all(set(r.metrics) == {"dev", "extra"} for r in rows)
+    assert all(r.metrics["dev"]["nDCG@10"] == pytest.approx(1.0) for r in rows)
+    # The score averages the sets, each counting once.
+    row = rows[0]
+    per_set = [(m["nDCG@10"] + m["R@100"]) / 2 for m in row.metrics.values()]
+    assert first_stage_score(row) == pytest.approx(sum(per_set) / 2)
+    table = sweep_table(rows)
+    assert "dev nDCG@10" in table and "extra R@100" in table
+
+
+def test_sweep_measures_only_cutoffs_within_its_depth(code_docs: Collection, index_root: Path) -> None:
+    judged = replace(code_docs, qrels=Qrels({"q1": {"join": 1}}))
+    rows = sweep_bm25(judged, [split_validation(judged, "dev")], index_root, base=BM25Config(), progress=False,
+                      analyzer_options=[{}], k1_values=[1.2], b_values=[0.4], depth=100)
+    assert set(rows[0].metrics["dev"]) == {"nDCG@10", "RR@10", "R@100"}  # R@1000 would be R@100 renamed
+    assert "R@1000" not in sweep_table(rows)
+
+
+def test_sweep_needs_a_validation_set(code_docs: Collection, index_root: Path) -> None:
+    with pytest.raises(R2RError, match="validation set"):
+        sweep_bm25(code_docs, [], index_root, base=BM25Config(), analyzer_options=[{}], k1_values=[1.0],
+                   b_values=[0.5])
+
+
+def test_best_row_takes_the_highest_mean_score() -> None:
+    def row(k1: float, dev: tuple[float, float], other: tuple[float, float]) -> SweepRow:
+        def measures(ndcg: float, recall: float) -> dict[str, float]:
+            return {"nDCG@10": ndcg, "RR@10": ndcg, "R@100": recall, "R@1000": recall}
+
+        return SweepRow("a", k1, 0.4, {"dev": measures(*dev), "syn": measures(*other)})
+
+    # Best on dev alone (k1 10) loses to the setting that is good on both sets.
+    rows = [row(10.0, (0.30, 0.50), (0.40, 0.80)), row(3.0, (0.28, 0.50), (0.60, 0.90))]
+    assert best_row(rows).k1 == 3.0
+    assert sweep_table(rows).splitlines()[2].startswith("| a | 3 |")
 
 
 # --------------------------------------------------------------------------- fusion and hybrid

@@ -68,3 +68,30 @@ def test_empty_query_and_missing_index_raise(tiny_bm25: BM25Retriever, tmp_path:
         tiny_bm25.search("   ")
     with pytest.raises(R2RError, match="no Lucene index"):
         BM25Retriever(tmp_path / "nope")
+
+
+def test_bm25_reaches_lucene_without_pyserinis_encoders_or_an_openai_key(tmp_path: Path) -> None:
+    """Pyserini's dense encoders (torch, transformers, scikit-learn, an OpenAI client that needs a key) cost
+    about 9 s of start-up that BM25 never uses: indexing and searching must not import them."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import json, sys
+from pathlib import Path
+from r2r_core.config import BM25Config
+from r2r_core.data.model import Collection, Document, Qrels
+from r2r_core.retrieval import BM25Retriever
+docs = {{"a": Document("a", "sort a list with sorted()"), "b": Document("b", "the garbage collector")}}
+bm25 = BM25Retriever.for_collection(Collection("enc", docs, {{}}, Qrels({{}})), Path({str(tmp_path)!r}), BM25Config(),
+                                    progress=False)
+hits = bm25.search("sort a list", 2)
+heavy = ["torch", "transformers", "sklearn", "openai", "pyserini.encode", "pyserini.search.lucene"]
+print(json.dumps({{"top": hits[0].doc_id, "imported": [m for m in heavy if m in sys.modules]}}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"top": "a", "imported": []}

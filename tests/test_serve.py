@@ -716,3 +716,23 @@ def test_one_request_adds_at_most_its_share_to_a_pass() -> None:
         assert len(p) <= 8  # two requests, at most 4 pairs each (the budget of 10 is not the limit here)
         assert all(sum(q == owner for q, _ in p) <= 4 for owner in ("h", "o"))
     assert any({q for q, _ in p} == {"h", "o"} for p in predict.passes)  # they share passes
+
+
+# --------------------------------------------------------------------------- bench/serve_throughput.py
+
+
+def test_throughput_bench_requests_really_carry_each_batch_size() -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import serve_throughput
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    batch_sizes = [8, 32, 64]
+    groups = serve_throughput.query_groups(256, batch_sizes)
+    assert sum(len(docs) for _, docs in groups) == 256
+    for batch in batch_sizes:
+        requests = serve_throughput.server_requests(groups, batch)
+        assert {len(docs) for _, docs in requests} == {batch}, batch
+        assert sum(len(docs) for _, docs in requests) == 256
+    with pytest.raises(SystemExit, match="must divide"):
+        serve_throughput.query_groups(256, [24, 64])

@@ -454,6 +454,30 @@ def test_migration_from_v1_keeps_data(tmp_path: Path) -> None:
     assert reopened.bad_rationale_ids() == {row.rationale_id}
 
 
+def test_migration_to_v5_keeps_rationales_and_adds_evidence_status(tmp_path: Path) -> None:
+    path = tmp_path / "v4.duckdb"
+    old = Store(path, auto_migrate=False)
+    assert old.migrate(target=4) == 4
+    with old.write() as con:  # a row as code before migration 5 wrote it
+        con.execute("INSERT INTO rationales (job_id, collection, query_id, doc_id, doc_b, kind, model, prompt_version, "
+                    "status, sampling_params, raw_output, reasoning, extra, created_at, evidence, evidence_found) "
+                    "VALUES ('j', 'demo', 'q1', 'd1', '', 'direct', 'm', 'direct@31116610', 'ok', '{}', '{}', 'r', "
+                    "'{}', now()::TIMESTAMP, '[\"a quote\"]', true)")
+    reopened = Store(path)
+    assert reopened.schema_version == LATEST_VERSION >= 5
+    [kept] = reopened.rationales()
+    assert (kept.evidence, kept.evidence_found, kept.evidence_status, kept.label_score_disagrees) == (
+        ["a quote"], True, None, None)
+    reopened.put_collection(make_collection(), source="v4")
+    job = make_job(reopened)
+    new = job.rationale("q1", "d2", label=3, evidence=["x"], evidence_status="cited", label_score_disagrees=True)
+    reopened.add_rationales([new])
+    stored = reopened.rationales(query_id="q1", job_id=job.job_id)
+    assert [(r.evidence_status, r.label_score_disagrees) for r in stored] == [("cited", True)]
+    with pytest.raises(StoreError, match="evidence_status must be one of"):
+        job.rationale("q1", "d3", evidence_status="found")
+
+
 def test_migration_steps_are_ordered_and_never_downgrade(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.duckdb", auto_migrate=False)
     store.migrate(target=2)

@@ -38,6 +38,55 @@ def test_targets_render_and_parse_back() -> None:
         compare_target("C", "x")  # type: ignore[arg-type]
 
 
+# Verbatim outputs of the committed student (assets/students/r2r-smollm2-pydocs, greedy, 96 new tokens) for
+# pydocs dev queries and a relevant document: faq-programming-059 / library/functions#id and
+# faq-programming-001 / library/functions#breakpoint (cut at the token cap mid-sentence, as it was).
+REAL_ID = ('Label: 1\nEvidence: "id() returns the identity of an object."\nReasoning: The document provides a detailed '
+           "explanation of how id() returns the identity of an object, which is guaranteed to be unique and constant "
+           "for this object during its lifetime. The document also explains that two objects with non-overlapping "
+           "lifetimes may have the same id() value.\n\nThe document provides a detailed explanation of how id() "
+           "returns the identity of an object, which is guaranteed")
+REAL_BREAKPOINT = ('Label: 1\nEvidence: "This function drops you into the debugger at the call site. Specifically, it '
+                   'calls sys.breakpointhook(), passing args and kws straight through."\nReasoning: The document '
+                   "provides evidence of a debugger's ability to drop you into the debugger at the call site, which is "
+                   "a feature of the debugger's single-stepping feature. The document also mentions that the "
+                   "debugger's single-stepping feature")
+
+
+def test_real_student_outputs_parse_into_their_fields() -> None:
+    parsed = parse_generated(REAL_ID)
+    assert (parsed.label, parsed.evidence) == (1, "id() returns the identity of an object.")
+    assert parsed.reasoning is not None and parsed.reasoning.startswith("The document provides a detailed")
+    assert parsed.reasoning.endswith("which is guaranteed")  # the paragraph after the blank line belongs to it
+    # a real answer to a non-relevant candidate (faq-programming-061 / library/asyncio-queue#queues) with no
+    # field at all: nothing is read, and "Based on" is not mistaken for a field
+    free = parse_generated("Based on the document, the document suggests that a subclass control what data is "
+                           "stored in an immutable instance.\n\nThe document also mentions that asyncio queues are "
+                           "not thread-safe")
+    assert (free.label, free.evidence, free.reasoning, free.preferred) == (None, None, None, None)
+    cut = parse_generated(REAL_BREAKPOINT)
+    assert cut.evidence is not None and cut.evidence.endswith("passing args and kws straight through.")
+    assert cut.reasoning is not None and "Reasoning" not in cut.reasoning and cut.label == 1
+
+
+def test_fields_are_read_in_any_layout() -> None:
+    quote = "id() returns the identity of an object."
+    one_line = " ".join(REAL_ID.replace("Reasoning: ", 'Reasoning: "', 1).split()) + '"'  # all on one line
+    parsed = parse_generated(one_line)
+    # the old line-start parser read 'id() returns ..." Reasoning: "The document ...' as the evidence
+    assert (parsed.label, parsed.evidence) == (1, quote)
+    assert parsed.reasoning is not None and parsed.reasoning.startswith("The document provides")
+    document = "Return the identity of an object.\nid() returns the identity of an object. It is unique."
+    from r2r_core.teacher.parsing import check_evidence
+
+    assert check_evidence([parsed.evidence], document)[0].match == "exact"
+    bold = parse_generated("**Label:** 2\n**Evidence:** \"Reasoning: a quote that names a field\"\n**Reasoning:** ok")
+    assert (bold.label, bold.evidence, bold.reasoning) == (2, "Reasoning: a quote that names a field", "ok")
+    again = parse_generated("Label: 3 Evidence: none Reasoning: first.\nLabel: 0\nReasoning: starts over")
+    assert (again.label, again.evidence, again.reasoning) == (3, None, "first.")  # the first answer counts
+    assert parse_generated("Preferred: B Reasoning: B shows the call.").preferred == "b"
+
+
 def _row(kind: str, query_id: str, doc_id: str, rid: int, **fields) -> RationaleRow:
     return RationaleRow(job_id="job", collection="toy", query_id=query_id, doc_id=doc_id, kind=kind, model="m",
                         prompt_version="v1", rationale_id=rid, **fields)

@@ -18,10 +18,12 @@ from r2r_core.teacher.models import resolve_model
 from r2r_core.teacher.synthesize import (
     SynthesizePlan,
     SynthesizeRunner,
+    SyntheticQuery,
     export_synthetic,
     parse_question,
     read_synthetic,
     style_examples,
+    validation_set,
 )
 
 SMOL = "smollm2-135m-instruct"
@@ -133,3 +135,18 @@ def test_backend_failures_are_recorded_then_retried_and_a_cut_line_is_dropped(
     path.write_text(path.read_text() + "not json\n" + json.dumps({"x": 1}) + "\n")
     with pytest.raises(R2RError, match=r"syn.jsonl:3: not a synthetic query record"):
         read_synthetic(path)
+
+
+def test_every_parsed_question_validates_the_first_stage_not_only_the_kept() -> None:
+    def record(qid: str, status: str, text: str | None) -> SyntheticQuery:
+        return SyntheticQuery(qid, f"doc-{qid}", status, text, raw=text or "<garbled>")  # type: ignore[arg-type]
+
+    records = [record("a", "kept", "How do I join paths?"), record("b", "not_retrieved", "What does fork do?"),
+               record("c", "teacher_rejected", "Why sort?"), record("d", "parse_failed", None)]
+    validation = validation_set(records, name="syn")
+    assert validation.name == "syn"
+    # Kept-only would favour the first stage that filtered the file; parse failures have no question.
+    assert validation.queries == {"a": "How do I join paths?", "b": "What does fork do?", "c": "Why sort?"}
+    assert validation.qrels["b"] == {"doc-b": 1}
+    with pytest.raises(R2RError, match="no parsed synthetic questions"):
+        validation_set([records[-1]])

@@ -162,7 +162,7 @@ def test_local_json_schema_constrained_output_parses(local: LocalLlamaBackend) -
     prompt = render_direct(QUERY, RELEVANT)
     result = local.chat(prompt.request(max_tokens=300, structured=True))
     assert result.structured == "json_schema"
-    parsed = parse_direct(result.text, RELEVANT, finish_reason=result.finish_reason)
+    parsed = parse_direct(result.text, RELEVANT, finish_reason=result.finish_reason, sentences=prompt.sentences[0])
     assert parsed.ok, parsed.failure
     assert parsed.value is not None and parsed.value.label in (0, 1, 2, 3)
     assert parsed.data is not None and set(parsed.data) == {"evidence", "reasoning", "label"}
@@ -225,7 +225,8 @@ def test_openai_backend_chat_logprobs_and_structured_output(llama_http: LlamaCpp
         prompt = render_direct(QUERY, RELEVANT)
         result = backend.chat(prompt.request(max_tokens=300))
         assert result.structured == "json_schema" and backend.structured_mode == "json_schema"
-        parsed = parse_direct(result.text, RELEVANT, finish_reason=result.finish_reason)
+        parsed = parse_direct(result.text, RELEVANT, finish_reason=result.finish_reason,
+                              sentences=prompt.sentences[0])
         assert parsed.ok, parsed.failure
         assert backend.provenance() == {"backend": "openai_http", "model": "smol",
                                         "base_url": llama_http.base_url, "structured": "json_schema"}

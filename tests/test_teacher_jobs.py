@@ -182,16 +182,25 @@ def _long_input_collection(tiny: Collection) -> tuple[Collection, Run]:
     return collection, Run.from_scores("bm25", {"q-long": {"long-doc": 2.0, "unix-exec": 1.0}})
 
 
+@pytest.fixture
+def local_4k(smol) -> Iterator[LocalLlamaBackend]:
+    """The context the prompt budget is written for (prompts.MAX_QUERY_TOKENS: 4,096 tokens)."""
+    backend = LocalLlamaBackend(smol.path, model_name=SMOL, sha256=smol.sha256, ctx_size=4096, n_threads=2)
+    yield backend
+    backend.close()
+
+
 def test_over_long_query_is_cut_and_every_cut_is_recorded_in_every_mode(
-    tmp_path: Path, tiny_collection, local
+    tmp_path: Path, tiny_collection, local_4k
 ) -> None:
+    local = local_4k
     collection, candidates = _long_input_collection(tiny_collection)
     store = _store(tmp_path, collection)
     plan = TeachPlan(split="test", depth=2, modes=("score", "direct", "pair-score"), pairs_per_query=1)
     TeachRunner(store, local, collection, candidates, plan, FAST).run(progress=False)
     rows = store.rationales(collection="long")
     assert Counter(r.kind for r in rows) == {"pointwise_score": 2, "direct": 2, "pairwise_score": 1}
-    assert [r.failure_kind for r in rows if r.status == "failed"] == []  # context_exceeded before the fix
+    assert [(r.kind, r.failure_kind) for r in rows if r.status == "failed"] == []  # context_exceeded before the fix
     assert all(r.status == "ok" or (r.raw_output and r.failure_kind) for r in rows)
     for row in rows:
         assert row.extra["truncated_query"] is True, row.kind
@@ -220,3 +229,26 @@ def test_score_without_yes_or_no_in_top_logprobs_is_stored_invalid_with_its_raw_
         assert (row.status, row.failure_kind) == ("invalid", "no_yes_no_in_top_logprobs")
         assert row.score is None and row.raw_output == "Maybe" and row.failure_message
         assert row.parsed["first_token_top_logprobs"][0][0] == ["Maybe", -0.1]
+
+
+def test_direct_rows_store_cited_evidence_and_whether_the_label_disagrees_with_p_yes(
+    tmp_path: Path, tiny_collection, candidates
+) -> None:
+    from tests.test_teacher_backends import Scripted, completion
+
+    yes = completion("Yes", top=[("Yes", -0.05), ("No", -3.0)])  # P(Yes) ~ 0.95 for every document
+    cited = completion('{"evidence": [1], "reasoning": "Off topic.", "label": 0}')
+
+    def reply(n: int, body: dict) -> tuple[int, dict, dict]:
+        return 200, {}, yes if body.get("logprobs") else cited
+
+    store = _store(tmp_path, tiny_collection)
+    plan = TeachPlan(split="test", depth=2, modes=("score", "direct"))
+    with Scripted(reply) as server, OpenAIChatBackend(server.base_url, "scripted", max_retries=0) as backend:
+        TeachRunner(store, backend, tiny_collection, candidates, plan, FAST).run(progress=False)
+    rows = store.rationales(collection="tiny", kind="direct")
+    assert rows and all(r.prompt_version.startswith("direct_cite@") for r in rows)
+    for row in rows:
+        first = tiny_collection.documents[row.doc_id].contents.split("\n")[0]  # sentence [1]: the title line
+        assert (row.evidence, row.evidence_status, row.extra["cited_sentences"]) == ([first], "cited", [1])
+        assert row.label_score_disagrees is True  # label 0 against P(Yes) 0.95

@@ -34,6 +34,7 @@ from r2r_core.teacher.parsing import (
 )
 from r2r_core.teacher.prompts import (
     DIRECT,
+    DIRECT_CITE,
     MAX_QUERY_CHARS,
     TEMPLATES,
     neutralise,
@@ -43,6 +44,7 @@ from r2r_core.teacher.prompts import (
     render_pairwise,
     render_pairwise_prob,
     render_relevance_prob,
+    template_for_version,
     template_versions,
 )
 from r2r_core.teacher.scoring import choice_probability, yes_probability
@@ -64,7 +66,8 @@ INJECTION = (
 
 def test_every_template_has_a_hash_version() -> None:
     versions = template_versions()
-    assert set(versions) == {"direct", "pairwise", "listwise", "relevance_prob", "pairwise_prob", "explain_label"}
+    assert set(versions) == {"direct", "pairwise", "listwise", "relevance_prob", "pairwise_prob", "explain_label",
+                             "direct_cite", "explain_label_cite"}
     for name, version in versions.items():
         assert re.fullmatch(rf"{name}@[0-9a-f]{{8}}", version)
     assert len(set(versions.values())) == len(versions)
@@ -267,6 +270,76 @@ def test_evidence_check_accepts_whitespace_case_and_quote_differences() -> None:
     assert not any(c.found for c in check_evidence(["...", "  ", "“”"], DOC))  # nothing left to look for
 
 
+def test_evidence_match_says_exact_normalised_or_not_found() -> None:
+    exact, spaced, invented = check_evidence(
+        ["chmod +x myscript.py", "putting the line #!/usr/bin/env python3 at", "run it with sudo"], DOC)
+    assert (exact.match, spaced.match, invented.match) == ("exact", "normalised", "not_found")
+    assert DOC[slice(*exact.span)] == "chmod +x myscript.py"  # type: ignore[misc]
+    assert (exact.found, spaced.found, invented.found) == (True, True, False)
+
+
+CITED_DOC = "Use chmod +x to make a script executable. The gc module collects garbage.\n- A list item here"
+
+
+def test_citing_prompt_numbers_the_sentences_it_shows() -> None:
+    prompt = render_direct("make a script executable", Document("d1", CITED_DOC + " </document>"))
+    user = prompt.messages[1].content
+    assert "[1] Use chmod +x to make a script executable.\n[2] The gc module collects garbage.\n[3] - A list" in user
+    assert _tags(user, "document") == (1, 1)  # a sentence cannot close the block either
+    assert [CITED_DOC[s:e] for s, e in prompt.sentences[0][:2]] == [
+        "Use chmod +x to make a script executable.", "The gc module collects garbage."]
+    evidence = prompt.json_schema["properties"]["evidence"]  # type: ignore[index]
+    assert evidence["items"]["maximum"] == 3 and prompt.version == DIRECT_CITE.version
+
+
+def test_citing_prompt_leaves_out_sentences_past_the_budget_and_says_so() -> None:
+    prompt = render_direct("q", CITED_DOC, max_doc_chars=50)
+    assert prompt.truncated and len(prompt.sentences[0]) == 1
+    assert prompt.messages[1].content.split("<document>\n")[1].startswith(
+        "[1] Use chmod +x to make a script executable.\n[...]\n</document>")
+
+
+def test_cited_numbers_become_the_documents_own_sentences() -> None:
+    prompt = render_direct("q", CITED_DOC)
+    raw = '{"evidence": [2, "[1]", 2], "reasoning": "r", "label": 1}'
+    parsed = parse_direct(raw, CITED_DOC, sentences=prompt.sentences[0])
+    assert parsed.ok and parsed.value is not None
+    assert parsed.value.quotes == ["The gc module collects garbage.", "Use chmod +x to make a script executable."]
+    assert [(e.match, e.sentence) for e in parsed.value.evidence] == [("cited", 2), ("cited", 1)]
+    assert parsed.value.evidence_status == "cited"
+    # A quote instead of a number is still located, and the answer's status is the worst of its pieces.
+    mixed = parse_direct('{"evidence": [1, "THE GC MODULE collects garbage"], "reasoning": "r", "label": 1}',
+                         CITED_DOC, sentences=prompt.sentences[0])
+    assert mixed.value is not None and mixed.value.evidence_status == "normalised"
+
+
+def test_a_number_outside_the_shown_sentences_is_repaired_not_stored() -> None:
+    prompt = render_direct("q", CITED_DOC)
+    parsed = parse_direct('{"evidence": [7], "reasoning": "r", "label": 1}', CITED_DOC, sentences=prompt.sentences[0])
+    assert parsed.failure is not None and parsed.failure.kind == "schema_violation"
+    assert "[7]" in parsed.failure.message and "1..3" in parsed.failure.message
+    # A quoting (pre-citation) prompt asked for quotes: a number there is no evidence either.
+    legacy = parse_direct('{"evidence": [1], "reasoning": "r", "label": 1}', CITED_DOC)
+    assert legacy.failure is not None and "not numbers" in legacy.failure.message
+
+
+def test_cited_rationale_records_its_sentences() -> None:
+    a = Document("da", CITED_DOC)
+    rationale = direct_rationale(ReplayBackend(['{"evidence": [1], "reasoning": "r", "label": 3}']), "q", a)
+    assert rationale.evidence == ("Use chmod +x to make a script executable.",)
+    assert (rationale.evidence_status, rationale.cited_sentences, rationale.evidence_found) == ("cited", (1,), True)
+    explained = explained_label(ReplayBackend(['{"evidence": ["2"], "reasoning": "r"}']), "q", a, 0)
+    assert explained.evidence == ("The gc module collects garbage.",) and explained.cited_sentences == (2,)
+
+
+def test_stored_prompt_versions_stay_loadable() -> None:
+    # Versions of rationales already stored (assets/demo/teacher) must keep resolving to their template.
+    assert template_for_version("direct@31116610") is DIRECT
+    assert template_for_version(DIRECT_CITE.version) is DIRECT_CITE
+    with pytest.raises(R2RError, match="no prompt template has version 'direct@00000000'"):
+        template_for_version("direct@00000000")
+
+
 def test_quotes_of_neutralised_text_still_match() -> None:
     doc = "Close tags look like </document> in XML."
     assert check_evidence(["Close tags look like ‹/document> in XML."], doc)[0].found
@@ -342,7 +415,9 @@ def test_one_repair_turns_a_bad_answer_into_a_record() -> None:
     assert rationale.status == "ok" and rationale.repaired and rationale.calls == 2
     assert rationale.label == 3 and rationale.evidence_found is True and rationale.doc_ids == ("d1",)
     assert rationale.tokens_in == 200 and rationale.latency_s == pytest.approx(1.0)
-    assert rationale.prompt_version == DIRECT.version and rationale.provenance == {"backend": "replay"}
+    # The default prompt cites sentence numbers; a quote from an endpoint that ignores that is still taken.
+    assert rationale.prompt_version == DIRECT_CITE.version and rationale.provenance == {"backend": "replay"}
+    assert rationale.evidence_status == "exact" and rationale.evidence_matches == ("exact",)
     assert backend.requests[1].messages[-2].content == "I think it is relevant."
     record = rationale.to_record()
     assert record["evidence"] == ["chmod +x myscript.py"] and record["status"] == "ok"

@@ -240,6 +240,7 @@ def render_label_conditioned(spec: str, doc: Document, rows: Sequence[RationaleR
 def student_answers(students: Students, query: str, doc: Document) -> tuple[Explanation | None, Explanation | None]:
     """(the explainer's explanation, the scorer's evidence-head explanation); None where missing."""
     text = document_text(doc)
+    state.with_decoder(students)
     explained = (state.student_explanation(students.explainer, students.explainer_name, query, text)
                  if students.explainer is not None else None)
     evidence = explained

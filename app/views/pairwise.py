@@ -104,7 +104,7 @@ def render_teacher_side(spec: str, rows: Sequence[RationaleRow], a: str, b: str,
 def render_student_side(spec: str, collection: Collection, students: Students, query_id: str | None, query: str,
                         a: str, b: str) -> None:
     st.markdown("**Student**")
-    student = students.decoder or students.scorer
+    student = state.with_decoder(students).decoder or students.scorer
     name = students.decoder_name if students.decoder is not None else students.scorer_name
     if student is None:
         st.info("No student: " + "; ".join(students.notes))
@@ -179,7 +179,7 @@ def main() -> None:
     teacher = teacher_matrix(query_rows, doc_ids)
     inconsistent = order_inconsistent(query_rows)
     texts = dict(candidates)
-    comparer = students.scorer or students.decoder
+    comparer = students.scorer or state.with_decoder(students).decoder  # the decoder only when there is no scorer
     student = state.student_pairs(students, students.scorer_name or students.decoder_name, query,
                                   tuple((d, texts[d]) for d in doc_ids)) if comparer else None
     disagree = disagreements(teacher, student) if student is not None else set()

@@ -16,7 +16,7 @@ import streamlit as st
 
 from app import state
 from app.rationales import TeacherView, md_escape, render_direct_rationale, teacher_views
-from app.students import Reranking, ndcg_at_10
+from app.students import Reranking, Students, ndcg_at_10
 from r2r_core.data.model import Collection, ScoredDoc
 from r2r_core.teacher.prompts import document_text
 
@@ -92,7 +92,33 @@ def student_table(collection: Collection, hits: Sequence[ScoredDoc], judged: Map
     return pd.DataFrame(columns)
 
 
+def choose_query(collection: Collection) -> tuple[str | None, str]:
+    """(dataset query id or None, query text) from the query widgets."""
+    source = st.radio("Query", ["Free text", "Dataset query"], horizontal=True, key="query_source")
+    if source == "Free text":
+        return None, st.text_input("Search the documentation", key="free_query",
+                                   placeholder="how do I make a python script executable on unix")
+    if st.session_state.get("split") not in collection.splits:
+        st.session_state["split"] = "test" if "test" in collection.splits else collection.splits[0]
+    split = st.selectbox("Split", collection.splits, key="split")
+    queries = collection.split_queries(split)
+    if st.session_state.get("dataset_query") not in queries:
+        st.session_state.pop("dataset_query", None)
+    query_id = st.selectbox("Question", list(queries), format_func=lambda q: queries[q].text, key="dataset_query")
+    return query_id, queries[query_id].text
+
+
+def student_side(students: Students, query: str, collection: Collection, hits: Sequence[ScoredDoc]
+                 ) -> Reranking | None:
+    """The scorer's reranking of the candidates, or None (no scorer, or no candidates)."""
+    if students.scorer is None or not hits:
+        return None
+    candidates = tuple((h.doc_id, document_text(collection.documents[h.doc_id])) for h in hits)
+    return state.student_reranking(students, students.scorer_name, query, candidates)
+
+
 def main() -> None:
+    state.start_students()  # the scorer loads in the background while BM25 answers
     st.title("R2R Studio")
     st.caption("Reason-to-Rank: BM25 candidates, re-ranked by a student that explains itself.")
     specs = state.collection_specs()
@@ -103,60 +129,46 @@ def main() -> None:
 
     collection = state.collection(spec)
     retriever = state.candidates(spec)
-    students = state.students()
-
-    source = st.radio("Query", ["Free text", "Dataset query"], horizontal=True, key="query_source")
-    query_id: str | None = None
-    if source == "Dataset query":
-        if st.session_state.get("split") not in collection.splits:
-            st.session_state["split"] = "test" if "test" in collection.splits else collection.splits[0]
-        split = st.selectbox("Split", collection.splits, key="split")
-        queries = collection.split_queries(split)
-        if st.session_state.get("dataset_query") not in queries:
-            st.session_state.pop("dataset_query", None)
-        query_id = st.selectbox("Question", list(queries), format_func=lambda q: queries[q].text,
-                                key="dataset_query")
-        query = queries[query_id].text
-    else:
-        query = st.text_input("Search the documentation", key="free_query",
-                              placeholder="how do I make a python script executable on unix")
-
+    query_id, query = choose_query(collection)
     if not query.strip():
         st.info("Type a query, or pick a dataset query to see its relevance labels.")
-        if students.scorer is None:
-            st.caption("No student: " + "; ".join(students.notes))
+        ready = state.students_if_ready()
+        if ready is not None and ready.scorer is None:
+            st.caption("No student: " + "; ".join(ready.notes))
         st.stop()
 
     started = time.perf_counter()
     hits = retriever.search(query, depth, query_id=query_id)
     latency_ms = (time.perf_counter() - started) * 1000
     judged = collection.qrels.get(query_id, {}) if query_id else {}
-    reranked = None
-    if students.scorer is not None and hits:
-        candidates = tuple((h.doc_id, document_text(collection.documents[h.doc_id])) for h in hits)
-        reranked = state.student_reranking(students, students.scorer_name, query, candidates)
+    teacher = teacher_views(state.teacher_rows(collection.name, query_id)) if query_id else {}
 
+    # BM25's answer is drawn first; the student's column fills in when the scorer has loaded and ranked.
     cols = st.columns(5)
     cols[0].metric("BM25 latency", f"{latency_ms:.0f} ms")
-    cols[1].metric("Student latency", "—" if reranked is None else f"{reranked.latency_ms:.0f} ms",
-                   help="Scoring every candidate (measured when this query was first re-ranked; cached after).")
     cols[2].metric("Candidates", len(hits))
     if judged:
         cols[3].metric("BM25 nDCG@10", f"{ndcg_at_10([h.doc_id for h in hits], collection.qrels, query_id):.3f}")
-        if reranked is not None:
-            cols[4].metric("Student nDCG@10", f"{ndcg_at_10(reranked.doc_ids, collection.qrels, query_id):.3f}")
     elif query_id:
         cols[3].caption("This query has no relevance labels (an unlabelled training query): no nDCG.")
-    if reranked is None:
-        st.info("No student re-ranking: " + "; ".join(students.notes or ["no candidates"])
-                + ". BM25's order is shown.")
-
-    teacher = teacher_views(state.teacher_rows(collection.name, query_id)) if query_id else {}
-    left, right = st.columns(2) if reranked is not None else (st.container(), None)
+    left, right = st.columns(2)
     with left:
         st.markdown("**BM25**")
-        st.dataframe(bm25_table(collection, hits, judged, teacher, reranked), hide_index=True, width="stretch")
-    if right is not None:
+        bm25_slot = st.empty()
+        bm25_slot.dataframe(bm25_table(collection, hits, judged, teacher, None), hide_index=True, width="stretch")
+    with right:
+        students = state.students()
+        reranked = student_side(students, query, collection, hits)
+    cols[1].metric("Student latency", "—" if reranked is None else f"{reranked.latency_ms:.0f} ms",
+                   help="Scoring every candidate (measured when this query was first re-ranked; cached after).")
+    if reranked is None:
+        right.info("No student re-ranking: " + "; ".join(students.notes or ["no candidates"])
+                   + ". BM25's order is shown.")
+    else:
+        if judged:
+            cols[4].metric("Student nDCG@10", f"{ndcg_at_10(reranked.doc_ids, collection.qrels, query_id):.3f}")
+        bm25_slot.dataframe(bm25_table(collection, hits, judged, teacher, reranked), hide_index=True,
+                            width="stretch")
         with right:
             st.markdown(f"**Student** ({students.scorer_name})")
             st.dataframe(student_table(collection, hits, judged, reranked), hide_index=True, width="stretch",

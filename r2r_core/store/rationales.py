@@ -25,6 +25,7 @@ from r2r_core.store.helpers import (
 )
 from r2r_core.store.runs import _require_collection
 from r2r_core.store.schema import (
+    EVIDENCE_STATUSES,
     JOB_STATUSES,
     RATIONALE_KINDS,
     RATIONALE_STATUSES,
@@ -134,6 +135,12 @@ class RationaleRow:
     reasoning: str = ""
     evidence: Any = None  # JSON-serialisable: quoted spans from the document
     evidence_found: bool | None = None  # every evidence quote occurs in the document
+    # the worst of the quotes' matches: cited / exact / normalised / not_found (teacher.parsing); None: no
+    # evidence, or written before it was stored
+    evidence_status: str | None = None
+    # a direct label on the other side of the scale from the same teacher's P(Yes) (teacher.aggregate
+    # .label_disagrees_with_p_yes); None: not known when written
+    label_score_disagrees: bool | None = None
     failure_kind: str | None = None
     failure_message: str | None = None
     tokens_in: int | None = None
@@ -149,6 +156,8 @@ class RationaleRow:
             _check_text(f"rationale {name}", getattr(self, name))
         _check_choice("rationale kind", self.kind, RATIONALE_KINDS)
         _check_choice("rationale status", self.status, RATIONALE_STATUSES)
+        if self.evidence_status is not None:
+            _check_choice("rationale evidence_status", self.evidence_status, EVIDENCE_STATUSES)
         paired = self.kind in ("pairwise", "pairwise_score")
         if paired and not self.doc_b:
             raise StoreError(f"{self.kind} rationale for query {self.query_id!r} has no doc_b")
@@ -189,6 +198,8 @@ _RATIONALE_COLUMNS = (
     ("reasoning", pa.string()),
     ("evidence", pa.string()),
     ("evidence_found", pa.bool_()),
+    ("evidence_status", pa.string()),
+    ("label_score_disagrees", pa.bool_()),
     ("failure_kind", pa.string()),
     ("failure_message", pa.string()),
     ("tokens_in", pa.int32()),

@@ -27,6 +27,9 @@ RunKind = Literal["candidates", "teacher", "student", "baseline"]
 JobStatus = Literal["running", "done", "failed", "cancelled"]
 TargetKind = Literal["rationale", "student_prediction"]
 PredictionKind = Literal["direct", "pairwise"]
+# How a rationale's evidence was located (teacher.parsing): cited by sentence number, found verbatim, found
+# after normalising whitespace / quotes / case, not found. A row's status is the worst of its quotes.
+EvidenceStatus = Literal["cited", "exact", "normalised", "not_found"]
 AnnotationCategory = Literal["hallucinated_evidence", "wrong_verdict", "reasoning_unsupported", "irrelevant", "unclear"]
 
 RATIONALE_KINDS: tuple[str, ...] = get_args(RationaleKind)
@@ -36,6 +39,7 @@ JOB_STATUSES: tuple[str, ...] = get_args(JobStatus)
 TARGET_KINDS: tuple[str, ...] = get_args(TargetKind)
 PREDICTION_KINDS: tuple[str, ...] = get_args(PredictionKind)
 ANNOTATION_CATEGORIES: tuple[str, ...] = get_args(AnnotationCategory)
+EVIDENCE_STATUSES: tuple[str, ...] = get_args(EvidenceStatus)  # best first
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +216,14 @@ MIGRATIONS: tuple[Migration, ...] = (
                FROM student_predictions""",
             "DROP TABLE student_predictions",
             "ALTER TABLE student_predictions_v4 RENAME TO student_predictions",
+        ),
+    ),
+    Migration(
+        5,
+        "rationales: evidence_status (cited / exact / normalised / not_found) and label_score_disagrees",
+        (
+            "ALTER TABLE rationales ADD COLUMN evidence_status VARCHAR",
+            "ALTER TABLE rationales ADD COLUMN label_score_disagrees BOOLEAN",
         ),
     ),
 )

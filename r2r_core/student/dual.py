@@ -21,7 +21,8 @@ held-out split's judged candidates (``calibrate``); the 0-3 label is calibrated 
 
 Evidence
 --------
-The document is cut into sentences (character spans), each sentence is embedded like a query-free
+The document is cut into sentences (character spans, ``r2r_core.sentences.sentence_spans``: the splitter
+that numbers the teacher's cited sentences, so the two can be compared), each sentence is embedded like a query-free
 passage, and the sentences whose similarity to the query is within ``evidence_margin`` of the best one
 (at most ``evidence_sentences``) are the evidence: spans of the document itself, so "evidence in the
 document" is true by construction and is not a quality measure for this student.
@@ -35,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from r2r_core.config import check_known_keys
 from r2r_core.errors import R2RError
+from r2r_core.sentences import sentence_spans
 from r2r_core.student.api import Comparison, Explanation
 from r2r_core.student.fast import (
     DEFAULT_BASE_MODEL,
@@ -66,9 +67,7 @@ WEIGHTS_NAME = "dual_encoder.safetensors"
 FORMAT = "r2r-dual-encoder"
 FORMAT_VERSION = 1
 DOC_CACHE_SIZE = 50_000  # embeddings kept per process (384 floats each: ~75 MB at most)
-# A sentence ends at . ! or ? before an upper-case letter, digit, quote or markup, and at every line break
-# (passages keep one paragraph, list item or heading per line).
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(\[*>])|\s*\n\s*")
+
 
 
 @dataclass
@@ -114,24 +113,6 @@ class DualEncoderConfig:
     def from_dict(cls, data: dict[str, Any]) -> DualEncoderConfig:
         check_known_keys(cls, data, "dual-encoder config")
         return cls(**data)
-
-
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """Character spans [start, end) of the sentences (and list items, paragraphs) of `text`, stripped."""
-    spans, start = [], 0
-    for match in _SENTENCE_END.finditer(text):
-        spans.append((start, match.start()))
-        start = match.end()
-    spans.append((start, len(text)))
-    out = []
-    for begin, end in spans:
-        while begin < end and text[begin].isspace():
-            begin += 1
-        while end > begin and text[end - 1].isspace():
-            end -= 1
-        if end > begin:
-            out.append((begin, end))
-    return out
 
 
 def text_key(text: str) -> str:

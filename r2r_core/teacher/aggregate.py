@@ -558,7 +558,7 @@ class TeacherQuality:
                      f"{_fmt(ev.no_evidence_rate)} ({ev.direct_ok - ev.with_evidence}/{ev.direct_ok})"))
         for pc in (self.pairwise, self.pairwise_score):
             if pc.pairs or pc.unpaired:
-                rows.append((f"{pc.kind} order consistency",
+                rows.append((f"{pc.kind} order consistency (before: every answer agrees)",
                              f"{_fmt(pc.consistency)} ({pc.consistent}/{pc.pairs} pairs)"))
                 rows.append((f"{pc.kind} first-position rate",
                              f"{_fmt(pc.first_position_rate)} ({pc.answers} answers)"))

@@ -43,12 +43,15 @@ RATIONALES_DIR = "rationales"  # format "parquet": one partition (folder job_id=
 RATIONALES_JSONL = "rationales.jsonl"  # format "jsonl"
 _JSON_FIELDS = ("sampling_params", "parsed", "evidence", "extra")
 _ROW_FIELDS = tuple(f.name for f in fields(RationaleRow) if f.name != "rationale_id")
+# Fields added after exports were first written (store migration 5): an export without them imports as None.
+_LATER_FIELDS = ("evidence_status", "label_score_disagrees")
+_BOOL_FIELDS = ("evidence_found", "label_score_disagrees")
 _INT_FIELDS = ("seed", "label", "tokens_in", "tokens_out")
 _FLOAT_FIELDS = ("score", "latency_ms")
 # Explicit column types for the partitioned export (a column that is all None still has a type).
 _ARROW_SCHEMA = pa.schema([
     (name, pa.int64() if name in _INT_FIELDS else pa.float64() if name in _FLOAT_FIELDS
-     else pa.bool_() if name == "evidence_found" else pa.timestamp("us") if name == "created_at" else pa.string())
+     else pa.bool_() if name in _BOOL_FIELDS else pa.timestamp("us") if name == "created_at" else pa.string())
     for name in _ROW_FIELDS
 ])
 
@@ -135,7 +138,7 @@ def import_teacher_data(store: Store, folder: Path) -> tuple[int, int]:
         status = "cancelled" if spec.get("status") in (None, "running") else spec["status"]
         store.finish_teacher_job(spec["job_id"], status, note=spec.get("note"))
     columns, records = _read_rationales(rows_path)
-    missing = set(_ROW_FIELDS) - set(columns)
+    missing = set(_ROW_FIELDS) - set(columns) - set(_LATER_FIELDS)
     if missing:
         raise R2RError(f"{rows_path}: missing column(s) {sorted(missing)}")
     rows = [_row(record) for record in records]
@@ -193,7 +196,7 @@ def _job(spec: dict[str, Any]) -> TeacherJob:
 
 
 def _row(record: dict[str, Any]) -> RationaleRow:
-    values = {name: _none_if_nan(record[name]) for name in _ROW_FIELDS}
+    values = {name: _none_if_nan(record.get(name)) for name in _ROW_FIELDS}
     for name in _JSON_FIELDS:
         values[name] = json.loads(values[name]) if values[name] is not None else None
     values["sampling_params"] = values["sampling_params"] or {}
@@ -201,8 +204,9 @@ def _row(record: dict[str, Any]) -> RationaleRow:
     for name in ("label", "seed", "tokens_in", "tokens_out"):
         if values[name] is not None:
             values[name] = int(values[name])
-    if values["evidence_found"] is not None:
-        values["evidence_found"] = bool(values["evidence_found"])
+    for name in _BOOL_FIELDS:
+        if values[name] is not None:
+            values[name] = bool(values[name])
     if values["created_at"] is not None:
         values["created_at"] = pd.Timestamp(values["created_at"]).to_pydatetime()
     return RationaleRow(**values)

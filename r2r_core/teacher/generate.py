@@ -71,6 +71,11 @@ class Rationale:
     evidence: tuple[str, ...] = ()
     evidence_found: bool | None = None  # every quote found in the document; None without quotes
     hallucinated_evidence: tuple[str, ...] = ()
+    # per quote: "cited" / "exact" / "normalised" / "not_found" (parsing module docstring); the row's status
+    # is the worst of them (None without quotes); cited_sentences: the sentence numbers cited, in order
+    evidence_matches: tuple[str, ...] = ()
+    evidence_status: str | None = None
+    cited_sentences: tuple[int, ...] = ()
     label_conditioned: bool = False
     failure_kind: str | None = None
     failure_message: str | None = None
@@ -86,7 +91,7 @@ class Rationale:
     def to_record(self) -> dict[str, Any]:
         """A flat dict (lists for tuples) for a database row."""
         record = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        for key in ("doc_ids", "ranking", "evidence", "hallucinated_evidence"):
+        for key in ("doc_ids", "ranking", "evidence", "hallucinated_evidence", "evidence_matches", "cited_sentences"):
             if record[key] is not None:
                 record[key] = list(record[key])
         return record
@@ -127,7 +132,10 @@ def _finish(
     if isinstance(value, DirectJudgement):
         return replace(base, status="ok", label=value.label, reasoning=value.reasoning,
                        evidence=tuple(value.quotes), evidence_found=value.evidence_found,
-                       hallucinated_evidence=tuple(value.hallucinated_evidence), **usage)
+                       hallucinated_evidence=tuple(value.hallucinated_evidence),
+                       evidence_matches=tuple(e.match for e in value.evidence),
+                       evidence_status=value.evidence_status,
+                       cited_sentences=tuple(e.sentence for e in value.evidence if e.sentence is not None), **usage)
     if isinstance(value, PairwiseJudgement):
         preferred = prompt.doc_ids[0] if value.preferred == "A" else prompt.doc_ids[1]
         return replace(base, status="ok", preferred=preferred, reasoning=value.reasoning, **usage)
@@ -209,14 +217,21 @@ def _error(backend: ChatBackend, prompt: RenderedPrompt, exc: R2RError) -> Ratio
 # One function per rationale kind
 
 
+def _shown_sentences(prompt: RenderedPrompt) -> tuple[tuple[int, int], ...] | None:
+    """The numbered sentences a citing prompt showed (None for a quoting prompt)."""
+    return prompt.sentences[0] if prompt.sentences else None
+
+
 def direct_parser(prompt: RenderedPrompt) -> Parser:
-    return lambda r: parse_direct(r.text, prompt.doc_texts[0], finish_reason=r.finish_reason)
+    sentences = _shown_sentences(prompt)
+    return lambda r: parse_direct(r.text, prompt.doc_texts[0], finish_reason=r.finish_reason, sentences=sentences)
 
 
 def explanation_parser(prompt: RenderedPrompt) -> Parser:
     assert prompt.label is not None
-    label = prompt.label
-    return lambda r: parse_explanation(r.text, prompt.doc_texts[0], label, finish_reason=r.finish_reason)
+    label, sentences = prompt.label, _shown_sentences(prompt)
+    return lambda r: parse_explanation(r.text, prompt.doc_texts[0], label, finish_reason=r.finish_reason,
+                                       sentences=sentences)
 
 
 def pairwise_parser(prompt: RenderedPrompt) -> Parser:

@@ -14,7 +14,7 @@ the unsharded plan, so the shards' exports merge into one store with `r2r store 
 Modes, in the order they run (later modes may use earlier ones, e.g. adjacent pairs follow P(Yes)):
 
     score       P(Yes) from first-token probabilities           -> kind pointwise_score
-    direct      label 0-3, reasoning, verbatim evidence           -> kind direct
+    direct      label 0-3, reasoning, cited evidence sentences    -> kind direct
     pair-score  P(A better) averaged over both orders (PRP)       -> kind pairwise_score
     pairwise    comparative reasoning, optionally both orders     -> kind pairwise
     listwise    sliding-window permutation with reasons           -> kind listwise
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from r2r_core.data.model import Collection, Run
 from r2r_core.errors import R2RError
 from r2r_core.store import RationaleRow, Store, TeacherJob
-from r2r_core.teacher import aggregate
+from r2r_core.teacher import aggregate, verdicts
 from r2r_core.teacher.backends import ChatBackend, ChatResult
 from r2r_core.teacher.generate import (
     GenerationSettings,
@@ -46,8 +46,8 @@ from r2r_core.teacher.generate import (
     pairwise_parser,
 )
 from r2r_core.teacher.prompts import (
-    DIRECT,
-    EXPLAIN_LABEL,
+    DIRECT_CITE,
+    EXPLAIN_LABEL_CITE,
     LISTWISE,
     PAIRWISE,
     PAIRWISE_PROB,
@@ -83,11 +83,11 @@ MODES: dict[str, Mode] = {
     m.name: m
     for m in (
         Mode("score", "pointwise_score", RELEVANCE_PROB),
-        Mode("direct", "direct", DIRECT),
+        Mode("direct", "direct", DIRECT_CITE),
         Mode("pair-score", "pairwise_score", PAIRWISE_PROB),
         Mode("pairwise", "pairwise", PAIRWISE),
         Mode("listwise", "listwise", LISTWISE),
-        Mode("explain", "label_conditioned", EXPLAIN_LABEL),
+        Mode("explain", "label_conditioned", EXPLAIN_LABEL_CITE),
     )
 }
 # Known qrels grade -> the teacher's 0-3 scale, for label-conditioned explanations. Unjudged
@@ -195,6 +195,7 @@ class TeachRunner:
         self.settings = settings or GenerationSettings()
         self.candidate_run_id = candidate_run_id
         self.provenance = backend.provenance()
+        self._p_yes: dict[tuple[str, str], float] = {}  # this model's P(Yes), for flagging direct labels
         queries = collection.split_queries(plan.split)
         self.query_ids = [q for q in queries if q in candidates][: plan.max_queries]
         if plan.shard is not None:
@@ -233,6 +234,8 @@ class TeachRunner:
         self.store.discard_failed(job.job_id)  # backend failures are retried; invalid output is kept
         done = self.store.done_keys(job.job_id)
         summary = ModeSummary(mode.name, job.job_id)
+        if mode.kind == "direct":  # the score mode ran first: its P(Yes) flags disagreeing labels
+            self._p_yes = self._model_p_yes()
         if mode.name == "listwise":
             return self._run_listwise(mode, job, done, summary, progress=progress, on_flush=on_flush)
         items = self._items(mode)
@@ -284,6 +287,16 @@ class TeachRunner:
 
     # -- asking ---------------------------------------------------------------------------------
 
+    def _model_p_yes(self) -> dict[tuple[str, str], float]:
+        """(query_id, doc_id) -> mean P(Yes) of this backend's model's ok rows in the store."""
+        rows = self.store.rationales(collection=self.collection.name, kind="pointwise_score", status="ok")
+        return verdicts.mean_p_yes(r for r in rows if r.model == self.provenance.get("model"))
+
+    def _label_score_flag(self, item: WorkItem, r: Rationale) -> bool | None:
+        """Whether a direct rationale's label disagrees with the model's P(Yes); None when either is missing."""
+        p = self._p_yes.get((item.query_id, item.doc_ids[0]))
+        return None if r.label is None or p is None else verdicts.label_disagrees_with_p_yes(r.label, p)
+
     def _ask(self, mode: Mode, job: TeacherJob, batch: Sequence[WorkItem]) -> list[RationaleRow]:
         if mode.kind == "pointwise_score":
             return self._ask_scores(job, batch)
@@ -309,12 +322,12 @@ class TeachRunner:
         query = self._query(item.query_id)
         docs = [self._doc(d) for d in item.doc_ids]
         if mode.kind == "direct":
-            return render_direct(query, docs[0])
+            return render_direct(query, docs[0], template=mode.template)
         if mode.kind == "pairwise":
-            return render_pairwise(query, docs[0], docs[1])
+            return render_pairwise(query, docs[0], docs[1], template=mode.template)
         if mode.kind == "label_conditioned":
             grade = self.collection.qrels.get(item.query_id, {}).get(item.doc_ids[0], 0)
-            return render_explain_label(query, docs[0], QRELS_GRADE_TO_LABEL.get(grade, 3))
+            return render_explain_label(query, docs[0], QRELS_GRADE_TO_LABEL.get(grade, 3), template=mode.template)
         raise R2RError(f"mode {mode.name!r} has no generation prompt")
 
     def _row(self, job: TeacherJob, item: WorkItem, r: Rationale) -> RationaleRow:
@@ -324,6 +337,7 @@ class TeachRunner:
             "repaired": r.repaired, "truncated_input": r.truncated_input, "truncated_query": r.truncated_query,
             "calls": r.calls,
             "hallucinated_evidence": list(r.hallucinated_evidence), "provenance": r.provenance,
+            "evidence_matches": list(r.evidence_matches), "cited_sentences": list(r.cited_sentences),
             "label_conditioned": r.label_conditioned,
         }
         if r.ranking is not None:
@@ -335,7 +349,9 @@ class TeachRunner:
             endpoint=job.endpoint, sampling_params=job.sampling_params, seed=job.seed,
             raw_output=r.raw_output, parsed=r.parsed, label=r.label, preferred_doc=preferred,
             reasoning=r.reasoning or "", evidence=list(r.evidence) if r.evidence else None,
-            evidence_found=r.evidence_found, failure_kind=r.failure_kind, failure_message=r.failure_message,
+            evidence_found=r.evidence_found, evidence_status=r.evidence_status,
+            label_score_disagrees=self._label_score_flag(item, r) if job.kind == "direct" else None,
+            failure_kind=r.failure_kind, failure_message=r.failure_message,
             tokens_in=r.tokens_in, tokens_out=r.tokens_out, latency_ms=1000 * r.latency_s, extra=extra,
         )
 

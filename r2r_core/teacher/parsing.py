@@ -9,9 +9,14 @@
 and always keep the raw text. `repair_request` builds the one follow-up request the pipeline may make:
 the original conversation, the model's answer, and a message naming what was wrong.
 
-Evidence quotes are checked against the document text after normalising both sides (Unicode NFKC,
-case, whitespace, quote characters, dashes); an ellipsis inside a quote splits it into pieces that must
-all occur, in order. A quote that is not found is reported as hallucinated.
+Evidence. A citing prompt (``PromptTemplate.cites``) shows the document as numbered sentences and asks
+for sentence numbers: a number resolves to that sentence of the document, verbatim ("cited"); a number
+outside the sentences shown is a schema_violation (the repair request names the valid range). Free-text
+quotes are still accepted, from citing prompts too (an endpoint may ignore the instruction): a quote that
+occurs in the document exactly as written is "exact"; otherwise it is matched after normalising both
+sides (Unicode NFKC, case, whitespace, quote characters, dashes; an ellipsis inside a quote splits it into
+pieces that must all occur, in order) and is "normalised" when found so; else "not_found" (reported as
+hallucinated). ``evidence_status`` gives one status per answer: the worst of its quotes.
 """
 
 from __future__ import annotations
@@ -25,10 +30,13 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from r2r_core.store.schema import EVIDENCE_STATUSES, EvidenceStatus
 from r2r_core.teacher.backends import ChatMessage, ChatRequest
 from r2r_core.teacher.prompts import LABEL_SCALE, neutralise
 
 FailureKind = Literal["empty", "truncated", "invalid_json", "schema_violation"]
+EvidenceMatch = EvidenceStatus  # "cited", "exact", "normalised", "not_found"
+EVIDENCE_MATCHES = EVIDENCE_STATUSES  # best first
 T = TypeVar("T")
 MAX_RAW_IN_REPAIR = 4000  # characters of the failed answer echoed back in a repair request
 
@@ -42,21 +50,23 @@ class _Output(BaseModel):
 
 
 class _WithEvidence(_Output):
-    evidence: list[str] = Field(default_factory=list)
+    evidence: list[int | str] = Field(default_factory=list)  # sentence numbers (citing prompts) or quotes
 
     @field_validator("evidence", mode="before")
     @classmethod
     def _evidence_list(cls, value: Any) -> Any:
         if value is None:
             return []
-        if isinstance(value, str):  # one quote given as a bare string
-            return [value] if value.strip() else []
+        if isinstance(value, str | int) and not isinstance(value, bool):  # one item given bare
+            return [value]
+        if isinstance(value, list) and any(isinstance(v, bool) for v in value):
+            raise ValueError("evidence items must be sentence numbers or quotes, not true/false")
         return value
 
     @field_validator("evidence")
     @classmethod
-    def _drop_blank(cls, value: list[str]) -> list[str]:
-        return [v for v in (s.strip() for s in value) if v]
+    def _drop_blank(cls, value: list[int | str]) -> list[int | str]:
+        return [v for v in (s.strip() if isinstance(s, str) else s for s in value) if v != ""]
 
 
 class DirectOutput(_WithEvidence):
@@ -120,11 +130,24 @@ class Parsed(Generic[T]):
 
 @dataclass(frozen=True)
 class EvidenceCheck:
-    """One quoted sentence and whether it occurs in the document; span = (start, end) in the document."""
+    """One piece of evidence and how it was located (module docstring); span = (start, end) in the document
+    (None when not found, or found only in the neutralised text); sentence: the number a citation gave."""
 
     quote: str
-    found: bool
+    match: EvidenceMatch
     span: tuple[int, int] | None = None
+    sentence: int | None = None
+
+    @property
+    def found(self) -> bool:
+        return self.match != "not_found"
+
+
+def evidence_status(checks: Sequence[EvidenceCheck]) -> EvidenceMatch | None:
+    """One status for an answer's evidence: the worst match among ``checks``; None when there is none."""
+    if not checks:
+        return None
+    return max((c.match for c in checks), key=EVIDENCE_MATCHES.index)
 
 
 @dataclass(frozen=True)
@@ -146,6 +169,10 @@ class DirectJudgement:
     @property
     def quotes(self) -> list[str]:
         return [e.quote for e in self.evidence]
+
+    @property
+    def evidence_status(self) -> EvidenceMatch | None:
+        return evidence_status(self.evidence)
 
 
 @dataclass(frozen=True)
@@ -228,32 +255,93 @@ def _fail(parsed: Parsed[Any], message: str) -> Parsed[Any]:
 # Parsers, one per template
 
 
+Sentences = Sequence[tuple[int, int]]
+
+
 def parse_direct(
-    raw: str, document_text: str, *, finish_reason: str | None = None
+    raw: str, document_text: str, *, finish_reason: str | None = None, sentences: Sentences | None = None
 ) -> Parsed[DirectJudgement]:
-    """Parse a DIRECT answer {evidence, reasoning, label} and check each quote against document_text."""
+    """Parse a direct answer {evidence, reasoning, label} and locate its evidence in document_text.
+
+    sentences: the spans of the numbered sentences a citing prompt showed (``RenderedPrompt.sentences``);
+    None for a quoting prompt, whose evidence must then be quotes (module docstring).
+    """
     parsed = _read(raw, finish_reason, DirectOutput)
     if not parsed.ok:
         return parsed
     out: DirectOutput = parsed.value
-    judgement = DirectJudgement(out.label, out.reasoning, check_evidence(out.evidence, document_text))
-    return Parsed(raw, value=judgement, data=parsed.data)
+    checks = _located_evidence(parsed, out.evidence, document_text, sentences)
+    if isinstance(checks, Parsed):
+        return checks
+    return Parsed(raw, value=DirectJudgement(out.label, out.reasoning, checks), data=parsed.data)
 
 
 def parse_explanation(
-    raw: str, document_text: str, label: int, *, finish_reason: str | None = None
+    raw: str, document_text: str, label: int, *, finish_reason: str | None = None, sentences: Sentences | None = None
 ) -> Parsed[DirectJudgement]:
-    """Parse an EXPLAIN_LABEL answer {evidence, reasoning}; the label is the known one given in the prompt,
-    and the judgement is marked label_conditioned (it explains a grade, it did not choose it)."""
+    """Parse a label-explanation answer {evidence, reasoning} (evidence as in ``parse_direct``); the label is
+    the known one given in the prompt, and the judgement is marked label_conditioned (it explains a grade,
+    it did not choose it)."""
     if label not in LABEL_SCALE:
         raise ValueError(f"label must be one of {sorted(LABEL_SCALE)}, got {label!r}")
     parsed = _read(raw, finish_reason, ExplanationOutput)
     if not parsed.ok:
         return parsed
     out: ExplanationOutput = parsed.value
-    judgement = DirectJudgement(label, out.reasoning, check_evidence(out.evidence, document_text),
-                                label_conditioned=True)
-    return Parsed(raw, value=judgement, data=parsed.data)
+    checks = _located_evidence(parsed, out.evidence, document_text, sentences)
+    if isinstance(checks, Parsed):
+        return checks
+    return Parsed(raw, value=DirectJudgement(label, out.reasoning, checks, label_conditioned=True), data=parsed.data)
+
+
+_CITATION = re.compile(r"^\s*(?:\[\s*)?(?:sentence\s*|s)?(\d+)\s*(?:\])?\s*$", re.I)
+
+
+def _citation_number(item: int | str) -> int | None:
+    """The sentence number an evidence item cites (7, "7", "[7]", "S7", "sentence 7"), else None (a quote)."""
+    if isinstance(item, int):
+        return item
+    match = _CITATION.match(item)
+    return int(match.group(1)) if match else None
+
+
+def _located_evidence(
+    parsed: Parsed[Any], items: Sequence[int | str], document_text: str, sentences: Sentences | None
+) -> tuple[EvidenceCheck, ...] | Parsed[Any]:
+    """Each evidence item located (``cite_evidence``), or a schema_violation naming the bad numbers."""
+    if sentences is None and any(isinstance(item, int) for item in items):
+        return _fail(parsed, "evidence must be sentences quoted from the document, not numbers")
+    try:
+        return cite_evidence(items, document_text, sentences or ())
+    except ValueError as exc:
+        return _fail(parsed, str(exc))
+
+
+def cite_evidence(
+    items: Sequence[int | str], document_text: str, sentences: Sentences
+) -> tuple[EvidenceCheck, ...]:
+    """Locate evidence items: sentence numbers resolve to ``sentences`` (1-based spans into document_text,
+    match "cited"), anything else is a quote for ``check_evidence``. A number repeated counts once.
+
+    Raises ValueError naming the numbers outside 1..len(sentences) (a citing answer that must be repaired).
+    """
+    if sentences:
+        numbers = [n for n in map(_citation_number, items) if n is not None]
+        bad = sorted({n for n in numbers if not 1 <= n <= len(sentences)})
+        if bad:
+            raise ValueError(f"evidence cites sentence number(s) {bad}, but the document has sentences "
+                             f"1..{len(sentences)}")
+    checks: list[EvidenceCheck] = []
+    seen: set[int] = set()
+    for item in items:
+        number = _citation_number(item) if sentences else None
+        if number is None:
+            checks.extend(check_evidence([str(item)], document_text))
+        elif number not in seen:
+            seen.add(number)
+            start, end = sentences[number - 1]
+            checks.append(EvidenceCheck(document_text[start:end], "cited", (start, end), number))
+    return tuple(checks)
 
 
 def parse_pairwise(raw: str, *, finish_reason: str | None = None) -> Parsed[PairwiseJudgement]:
@@ -381,10 +469,14 @@ def check_evidence(quotes: Sequence[str], document_text: str) -> tuple[EvidenceC
 
 
 def _find_quote(quote: str, views: Sequence[str]) -> EvidenceCheck:
+    verbatim = quote.strip()
+    at = views[0].find(verbatim) if len(verbatim) >= MIN_PIECE_CHARS else -1
+    if at >= 0:
+        return EvidenceCheck(quote, "exact", (at, at + len(verbatim)))
     pieces = _quote_pieces(quote)
     checked = [p for p in pieces if len(p) >= MIN_PIECE_CHARS]
     if not checked:
-        return EvidenceCheck(quote, False)
+        return EvidenceCheck(quote, "not_found")
     for view in views:
         norm, index = _normalise_with_map(view)
         position, start, end = 0, None, None
@@ -398,6 +490,6 @@ def _find_quote(quote: str, views: Sequence[str]) -> EvidenceCheck:
         else:
             assert start is not None and end is not None
             span = (index[start], index[end - 1] + 1) if view is views[0] else None
-            return EvidenceCheck(quote, True, span)
-    return EvidenceCheck(quote, False)
+            return EvidenceCheck(quote, "normalised", span)
+    return EvidenceCheck(quote, "not_found")
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from r2r_core.data.model import Document
 from r2r_core.errors import R2RError
+from r2r_core.sentences import sentence_spans
 from r2r_core.teacher.backends import ChatMessage, ChatRequest
 
 FORMAT_REVISION = "1"
@@ -90,6 +91,8 @@ class PromptTemplate:
 
     output_schema: JSON schema of the answer (None for single-token probability prompts).
     answer_tokens: for probability prompts, the two answers whose first-token probabilities are read.
+    cites: the document is shown as numbered sentences and evidence is asked for as sentence numbers
+    (``numbered_document``); the quote is then the cited sentence of the document, verbatim.
     """
 
     name: str
@@ -98,21 +101,21 @@ class PromptTemplate:
     output_schema: Mapping[str, Any] | None = None
     answer_tokens: tuple[str, ...] = ()
     label_conditioned: bool = False
+    cites: bool = False
 
     @property
     def version(self) -> str:
-        payload = json.dumps(
-            {
-                "system": self.system,
-                "user": self.user,
-                "schema": self.output_schema,
-                "answers": list(self.answer_tokens),
-                "label_conditioned": self.label_conditioned,
-                "format": FORMAT_REVISION,
-            },
-            sort_keys=True,
-            ensure_ascii=False,
-        )
+        fields: dict[str, Any] = {
+            "system": self.system,
+            "user": self.user,
+            "schema": self.output_schema,
+            "answers": list(self.answer_tokens),
+            "label_conditioned": self.label_conditioned,
+            "format": FORMAT_REVISION,
+        }
+        if self.cites:  # only when set, so every template written before citations keeps its version
+            fields["cites"] = True
+        payload = json.dumps(fields, sort_keys=True, ensure_ascii=False)
         return f"{self.name}@{hashlib.sha256(payload.encode()).hexdigest()[:8]}"
 
 
@@ -123,6 +126,8 @@ class RenderedPrompt:
     doc_ids: the documents shown, in order ("A", "B" or "1".."n" in the prompt map onto these).
     doc_texts: the (untruncated, un-neutralised) text of each, for checking quoted evidence.
     truncated: a document was cut to max_doc_chars; query_truncated: the query was cut to MAX_QUERY_CHARS.
+    sentences: for a citing template, per document the character spans (into its doc_texts entry) of the
+    sentences shown as [1], [2], ...; empty for other templates.
     """
 
     template: str
@@ -136,6 +141,7 @@ class RenderedPrompt:
     truncated: bool = False
     query_truncated: bool = False
     label: int | None = None  # the known label given to a label-conditioned prompt
+    sentences: tuple[tuple[tuple[int, int], ...], ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def request(
@@ -318,14 +324,96 @@ EXPLAIN_LABEL = PromptTemplate(
     label_conditioned=True,
 )
 
+# Evidence by citation: the document is shown as numbered sentences and the answer names sentence numbers,
+# so the quote is the document's own sentence. DIRECT and EXPLAIN_LABEL (free-text quotes) stay defined:
+# stored rationales carry their versions, and `template_for_version` finds them.
+_NUMBERED_RULE = (
+    "The document is shown as numbered sentences; each line starts with its number in brackets: [1], [2], ..."
+)
+# No maximum here: the rendered prompt's schema bounds the numbers by the document's sentences (cited_schema).
+_CITATION_SCHEMA: dict[str, Any] = {"type": "array", "items": {"type": "integer", "minimum": 1}, "maxItems": 3}
+
+DIRECT_CITE = PromptTemplate(
+    name="direct_cite",
+    system=(
+        "You judge how well a document answers a search query.\n"
+        "Relevance scale:\n"
+        f"{_SCALE_TEXT}\n"
+        "(1: on the query's topic but gives no answer; 2: gives part of the answer, or an answer that needs "
+        "more information; 3: a reader gets the answer from this document alone.)\n"
+        f"{_NUMBERED_RULE}\n"
+        "Work in this order. evidence: the numbers of up to three sentences that decide the judgement, or an "
+        "empty list if nothing in the document is relevant. reasoning: in at most four short sentences, say "
+        "step by step what the query needs and whether the cited sentences provide it. "
+        "label: the grade from the scale.\n"
+        f"{_DATA_RULE}\n"
+        'Reply with one JSON object and nothing else: {"evidence": [2], "reasoning": "...", "label": 0}'
+    ),
+    user="<query>\n{query}\n</query>\n\n<document>\n{document}\n</document>\n\n"
+    "Judge this document for the query; cite evidence by sentence number. Reply with the JSON object only.",
+    output_schema={
+        "type": "object",
+        "properties": {
+            "evidence": _CITATION_SCHEMA,
+            "reasoning": _REASONING_SCHEMA,
+            "label": {"type": "integer", "enum": [0, 1, 2, 3]},
+        },
+        "required": ["evidence", "reasoning", "label"],
+        "additionalProperties": False,
+    },
+    cites=True,
+)
+
+EXPLAIN_LABEL_CITE = PromptTemplate(
+    name="explain_label_cite",
+    system=(
+        "You explain relevance judgements made by expert assessors. You are given a search query, a "
+        "document, and the grade the assessor gave it on this scale:\n"
+        f"{_SCALE_TEXT}\n"
+        f"{_NUMBERED_RULE}\n"
+        "The grade is correct: do not argue with it. evidence: the numbers of up to three sentences that "
+        "support the grade, or an empty list if the grade is 0 and nothing is relevant. reasoning: in at most "
+        "four short sentences, explain step by step why the document deserves exactly this grade and not the "
+        "one above or below it.\n"
+        f"{_DATA_RULE}\n"
+        'Reply with one JSON object and nothing else: {"evidence": [2], "reasoning": "..."}'
+    ),
+    user="<query>\n{query}\n</query>\n\n<document>\n{document}\n</document>\n\n"
+    "Assessor's grade: {label} ({label_name}). Explain why; cite evidence by sentence number. "
+    "Reply with the JSON object only.",
+    output_schema={
+        "type": "object",
+        "properties": {"evidence": _CITATION_SCHEMA, "reasoning": _REASONING_SCHEMA},
+        "required": ["evidence", "reasoning"],
+        "additionalProperties": False,
+    },
+    label_conditioned=True,
+    cites=True,
+)
+
 TEMPLATES: dict[str, PromptTemplate] = {
-    t.name: t for t in (DIRECT, PAIRWISE, LISTWISE, RELEVANCE_PROB, PAIRWISE_PROB, EXPLAIN_LABEL)
+    t.name: t
+    for t in (DIRECT_CITE, DIRECT, PAIRWISE, LISTWISE, RELEVANCE_PROB, PAIRWISE_PROB, EXPLAIN_LABEL_CITE,
+              EXPLAIN_LABEL)
 }
 
 
 def template_versions() -> dict[str, str]:
     """name -> current version string, for every template."""
     return {name: t.version for name, t in TEMPLATES.items()}
+
+
+def template_for_version(version: str) -> PromptTemplate:
+    """The template whose version is ``version`` (e.g. a stored rationale's ``prompt_version``).
+
+    Raises R2RError naming the known versions when no template of this code has it (the text was edited
+    since, or it comes from another program).
+    """
+    for template in TEMPLATES.values():
+        if template.version == version:
+            return template
+    known = ", ".join(sorted(template_versions().values()))
+    raise R2RError(f"no prompt template has version {version!r}; this code knows {known}")
 
 
 # -----------------------------------------------------------------------------------------------
@@ -353,18 +441,68 @@ def _messages(template: PromptTemplate, **fields: Any) -> tuple[ChatMessage, ...
     )
 
 
+def numbered_document(text: str, max_chars: int | None) -> tuple[str, tuple[tuple[int, int], ...], bool]:
+    """``text`` as numbered sentence lines "[1] ...", "[2] ..." (sentences from ``sentence_spans``).
+
+    Returns (block, spans, cut): the lines, neutralised; the spans [start, end) into ``text`` of the
+    sentences shown, sentence n at spans[n - 1]; whether sentences were left out or cut. Whole sentences
+    are shown while the numbered lines fit ``max_chars`` (None: all); a first sentence longer than that is
+    shown cut (its citation still quotes it whole).
+    """
+    lines: list[str] = []
+    spans: list[tuple[int, int]] = []
+    used, cut = 0, False
+    for start, end in sentence_spans(text):
+        # The "[n] " prefix and line break count too: max_chars bounds the block the model reads, which
+        # is what has to fit the context beside the query and the answer.
+        length = end - start + len(f"[{len(spans) + 1}] ") + 1
+        if max_chars is not None and used + length > max_chars:
+            cut = True
+            if spans:
+                break
+            sentence, _ = _truncate(text[start:end], max_chars)
+        else:
+            sentence = text[start:end]
+        spans.append((start, end))
+        used += length
+        lines.append(f"[{len(spans)}] {neutralise(sentence)}")
+        if cut:
+            break
+    if cut and not lines[-1].endswith(TRUNCATION_MARK):
+        lines.append(TRUNCATION_MARK.strip())  # sentences were left out: say so
+    return "\n".join(lines), tuple(spans), cut
+
+
+def cited_schema(template: PromptTemplate, count: int) -> Mapping[str, Any] | None:
+    """A citing template's schema with the evidence numbers bounded to the ``count`` sentences shown."""
+    if template.output_schema is None or not template.cites:
+        return template.output_schema
+    properties = dict(template.output_schema["properties"])
+    items = {"type": "integer", "minimum": 1, "maximum": max(count, 1)}
+    properties["evidence"] = {**properties["evidence"], "items": items, "maxItems": min(3, count)}
+    return {**template.output_schema, "properties": properties}
+
+
 def _render_one(
     template: PromptTemplate, query: str, doc: Document | str, max_doc_chars: int | None, **fields: Any
 ) -> RenderedPrompt:
-    """A prompt about one document (direct, relevance probability, label-conditioned)."""
-    text, cut = _prepare(doc, max_doc_chars)
+    """A prompt about one document (direct, relevance probability, label-conditioned); a citing template
+    shows it as numbered sentences."""
+    sentences: tuple[tuple[tuple[int, int], ...], ...] = ()
+    if template.cites:
+        text, spans, cut = numbered_document(document_text(doc), max_doc_chars)
+        sentences = (spans,)
+    else:
+        text, cut = _prepare(doc, max_doc_chars)
     query_text, query_cut = _prepare_query(query)
     return RenderedPrompt(
         template=template.name, version=template.version,
         messages=_messages(template, query=query_text, document=text, **fields),
-        json_schema=template.output_schema, answer_tokens=template.answer_tokens,
+        json_schema=cited_schema(template, len(sentences[0])) if sentences else template.output_schema,
+        answer_tokens=template.answer_tokens,
         label_conditioned=template.label_conditioned, doc_ids=(_doc_id(doc, "doc"),),
         doc_texts=(document_text(doc),), truncated=cut, query_truncated=query_cut, label=fields.get("label"),
+        sentences=sentences,
     )
 
 
@@ -386,9 +524,10 @@ def _render_two(
 
 
 def render_direct(
-    query: str, doc: Document | str, *, max_doc_chars: int | None = 4000, template: PromptTemplate = DIRECT
+    query: str, doc: Document | str, *, max_doc_chars: int | None = 4000, template: PromptTemplate = DIRECT_CITE
 ) -> RenderedPrompt:
-    """Direct relevance judgement: JSON {evidence, reasoning, label 0-3}."""
+    """Direct relevance judgement: JSON {evidence, reasoning, label 0-3}; evidence as sentence numbers
+    (DIRECT_CITE, the default) or as quotes (DIRECT, the template before citations)."""
     return _render_one(template, query, doc, max_doc_chars)
 
 
@@ -481,9 +620,10 @@ def render_explain_label(
     label: int,
     *,
     max_doc_chars: int | None = 4000,
-    template: PromptTemplate = EXPLAIN_LABEL,
+    template: PromptTemplate = EXPLAIN_LABEL_CITE,
 ) -> RenderedPrompt:
-    """ExaRanker-style: the known grade is given and only the explanation is asked for."""
+    """ExaRanker-style: the known grade is given and only the explanation is asked for (evidence cited by
+    sentence number with the default EXPLAIN_LABEL_CITE, quoted with EXPLAIN_LABEL)."""
     if label not in LABEL_SCALE:
         raise R2RError(f"label must be one of {sorted(LABEL_SCALE)}, got {label!r}")
     return _render_one(template, query, doc, max_doc_chars, label=label, label_name=LABEL_SCALE[label])

@@ -37,7 +37,8 @@ from typing import Any, Literal, Protocol
 
 from tqdm.auto import tqdm
 
-from r2r_core.data.model import Collection, ScoredDoc
+from r2r_core.candidates import ValidationSet
+from r2r_core.data.model import Collection, Qrels, ScoredDoc
 from r2r_core.errors import R2RError
 from r2r_core.teacher.backends import ChatBackend, ChatError, ChatMessage, ChatRequest, ChatResult
 from r2r_core.teacher.prompts import PromptTemplate, document_text, neutralise
@@ -223,6 +224,17 @@ def read_synthetic(path: str | Path) -> list[SyntheticQuery]:
             raise R2RError(f"{path}:{number}: not a synthetic query record ({error})") from error
         records[record.passage_id] = record
     return list(records.values())
+
+
+def validation_set(queries: Sequence[SyntheticQuery], name: str = "synthetic") -> ValidationSet:
+    """Every question that parsed, judged by its source passage (grade 1), for choosing first-stage
+    settings (`r2r bm25-sweep --synthetic`). Not only the kept ones: keeping depended on the first stage
+    that was running when the file was written (its top-k filter), so kept-only would favour its settings."""
+    asked = [q for q in queries if q.text]
+    if not asked:
+        raise R2RError("no parsed synthetic questions to validate on")
+    return ValidationSet(name, {q.query_id: q.text for q in asked if q.text},
+                         Qrels({q.query_id: {q.passage_id: 1} for q in asked}))
 
 
 def _drop_incomplete_tail(path: Path) -> None:
