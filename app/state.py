@@ -160,10 +160,11 @@ def recorded(key: tuple, write: Callable[[], StudentPrediction]) -> int:
 
 
 @st.cache_data(max_entries=256, show_spinner="The student is re-ranking the candidates ...")
-def student_reranking(_students: Students, name: str, query: str, candidates: tuple[tuple[str, str], ...]
-                      ) -> Reranking:
-    """The scorer's order of (doc id, text) candidates; its latency is the one measured when computed."""
-    return rerank(_students.scorer, query, candidates)
+def student_reranking(_students: Students, name: str, query: str, candidates: tuple[tuple[str, str], ...],
+                      first_stage_scores: tuple[float, ...] = (), first_stage_weight: float = 0.0) -> Reranking:
+    """The scorer's order of (doc id, text) candidates, fused with their first-stage scores when the weight
+    is above 0; its latency is the one measured when computed."""
+    return rerank(_students.scorer, query, candidates, first_stage_scores, first_stage_weight)
 
 
 @st.cache_data(max_entries=64, show_spinner="The student is scoring the top documents ...")

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from r2r_core.candidates import first_stage_fusion
 from r2r_core.config import StudentConfig
 from r2r_core.data.model import Qrels, Run, ScoredDoc
 from r2r_core.errors import R2RError
@@ -157,15 +160,31 @@ class Reranking:
         return self.doc_ids.index(doc_id) + 1
 
 
-def rerank(scorer: Student, query: str, candidates: Sequence[tuple[str, str]]) -> Reranking:
-    """Rank (doc id, text) candidates with the scorer's ``rank``; latency is the call's wall time."""
+def rerank(scorer: Student, query: str, candidates: Sequence[tuple[str, str]],
+           first_stage_scores: Sequence[float] = (), first_stage_weight: float = 0.0) -> Reranking:
+    """Rank (doc id, text) candidates with the scorer's ``rank``; latency is the call's wall time.
+
+    With a ``first_stage_weight`` above 0 the order is the student's logit fused with the candidates'
+    ``first_stage_scores`` (r2r_core.candidates.first_stage_fusion); the scores shown stay P(relevant).
+    """
     started = time.perf_counter()
     ranked = scorer.rank(query, [text for _, text in candidates])
+    if first_stage_weight > 0:
+        ranked = _fused(ranked, first_stage_scores, first_stage_weight)
     latency_ms = (time.perf_counter() - started) * 1000
     doc_ids = [candidates[item["corpus_id"]][0] for item in ranked]
     scores = {candidates[item["corpus_id"]][0]: float(item["score"]) for item in ranked}
     truncated = {candidates[item["corpus_id"]][0] for item in ranked if item.get("truncated")}
     return Reranking(doc_ids, scores, truncated, latency_ms)
+
+
+def _fused(ranked: list[dict], first_stage_scores: Sequence[float], weight: float) -> list[dict]:
+    """``rank``'s items re-ordered by the fused score (ties: candidate order). The student's logit is
+    read back from its P(relevant), so a remote student (which sends only P) fuses the same way."""
+    by_index = sorted(ranked, key=lambda item: item["corpus_id"])
+    p = np.clip([float(item["score"]) for item in by_index], 1e-12, 1 - 1e-12)
+    fused = first_stage_fusion(first_stage_scores, np.log(p / (1 - p)), weight=weight)
+    return [by_index[i] for i in sorted(range(len(by_index)), key=lambda i: (-fused[i], i))]
 
 
 def ndcg_at_10(doc_ids: Sequence[str], qrels: Qrels, query_id: str) -> float:

@@ -30,7 +30,7 @@ from r2r_core.candidates import first_stage  # noqa: E402
 from r2r_core.config import R2RConfig  # noqa: E402
 from r2r_core.data.registry import load_collection  # noqa: E402
 from r2r_core.student.dual import DualEncoderStudent  # noqa: E402
-from r2r_core.systems import bi_encoder_ranker  # noqa: E402
+from r2r_core.systems import bi_encoder_scorer  # noqa: E402
 
 
 def summary(times: list[float]) -> str:
@@ -55,7 +55,7 @@ def main() -> None:
     retriever = first_stage(collection, config, progress=False)
     queries = {q: v.text for q, v in collection.split_queries(args.split).items()}
     candidates = retriever.batch_search(queries, args.depth, progress=False)
-    peer = bi_encoder_ranker()
+    peer = bi_encoder_scorer()
     student = DualEncoderStudent.from_pretrained(args.student, merge=True)  # as load_student gives it
     print(machine_line())
     print(f"{len(queries)} {args.collection}/{args.split} queries, top {args.depth} candidates each")

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from r2r_core.config import BM25Config, CandidatesConfig, R2RConfig
@@ -77,6 +78,31 @@ def _min_max(ranking: Sequence[ScoredDoc]) -> dict[str, float]:
 def _ranked(fused: Mapping[str, float], best: Mapping[str, int]) -> list[ScoredDoc]:
     ordered = sorted(fused, key=lambda d: (-fused[d], best[d], d))
     return [ScoredDoc(d, fused[d], rank) for rank, d in enumerate(ordered, start=1)]
+
+
+def first_stage_fusion(first_stage: Sequence[float], reranker: Sequence[float], *, weight: float) -> np.ndarray:
+    """A reranker's scores of one query's candidates with the first stage's folded back in.
+
+    Consumes two score lists over the same candidates, in the same order (any scales: BM25 scores,
+    cosines, logits) and returns (1 - weight) * z(reranker) + weight * z(first_stage), where z
+    standardises over the query's candidates (a list whose scores are all equal contributes 0).
+    weight 0 is the reranker's order, 1 the first stage's. Why: the lexical match a reranker under-weighs
+    on technical text (identifiers, exact API names) is still in the BM25 score; see `r2r evaluate-systems
+    --system 'student:PATH+bm25=W'` for how W is chosen on dev.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise R2RError(f"the first-stage weight must be in [0, 1], got {weight}")
+    sparse = np.asarray(first_stage, dtype=np.float64)
+    dense = np.asarray(reranker, dtype=np.float64)
+    if sparse.shape != dense.shape or sparse.ndim != 1:
+        raise R2RError(f"first-stage and reranker scores must be two lists of one length, got {sparse.shape} "
+                       f"and {dense.shape}")
+    return (1.0 - weight) * _standardised(dense) + weight * _standardised(sparse)
+
+
+def _standardised(scores: np.ndarray) -> np.ndarray:
+    spread = scores.std() if scores.size else 0.0
+    return (scores - scores.mean()) / spread if spread > 0 else np.zeros_like(scores)
 
 
 # --------------------------------------------------------------------------- hybrid retrieval

@@ -281,15 +281,21 @@ class AppConfig:
 
     evaluation_report: the systems table the Evaluation page shows (written by `r2r evaluate-systems`);
     pairwise_top_k: how many of the student's top documents the Pairwise page compares (all pairs);
+    first_stage_weight: the Search page's starting weight of the BM25 score in the student's order,
+    (1 - w) * z(student logit) + w * z(BM25) per query (r2r_core.candidates.first_stage_fusion); 0 = the
+    student alone (0.1 won on pydocs dev and did not carry over to test: see the README);
     collections: collection specs offered beside the bundled ones (any spec `--collection` takes, e.g.
     "beir:/data/scifact"; `r2r app --collection SPEC` adds to them). Each is indexed on first use.
     """
 
     evaluation_report: Path = Path("assets/eval/pydocs-test.json")
     pairwise_top_k: int = 6
+    first_stage_weight: float = 0.0
     collections: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.first_stage_weight <= 1.0:
+            raise R2RError(f"[app] first_stage_weight must be in [0, 1], got {self.first_stage_weight!r}")
         if isinstance(self.collections, str) or not all(isinstance(c, str) for c in self.collections):
             raise R2RError(f"[app] collections must be a list of collection specs, got {self.collections!r}")
         object.__setattr__(self, "collections", tuple(self.collections))

@@ -13,8 +13,11 @@ reranker), and a list of systems, each given as a spec (``parse_system``):
                             a query the teacher never saw keeps its BM25 order. RANK_BY (score, label,
                             label+score, wins, combined) defaults to "score" (P(Yes)) when the teacher
                             has P(Yes) rows, else "label", else "wins"
-    student:PATH[:LABEL]    any saved student (``load_student``): ``rank`` over the candidates (paths
+    student:PATH[:LABEL]    any saved student (``load_student``): its logits over the candidates (paths
                             containing ":" are not supported)
+    RERANKER+bm25=W         a reranking system (minilm-biencoder or student:...) with the BM25 score
+                            folded back in: (1 - W) * z(reranker score) + W * z(BM25 score) per query
+                            (``candidates.first_stage_fusion``); choose W on dev (one row per W)
 
 ``check_systems`` checks every spec's files (a student folder must hold a saved student) before any
 work, so a bad spec fails at once, never after the systems before it have run.
@@ -72,8 +75,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
+from r2r_core.candidates import first_stage_fusion
 from r2r_core.data.model import Collection, Qrels, Run, ScoredDoc
 from r2r_core.data.trec import write_run
 from r2r_core.errors import R2RError
@@ -126,7 +131,8 @@ __all__ = [
 ]
 
 EXPLANATION_METRICS = (EVIDENCE, EVIDENCE_PRECISION, EVIDENCE_RECALL, CONSISTENCY, ROUGE)  # column order
-SYSTEM_FORMS = ("bm25", "minilm-biencoder", "teacher[:RANK_BY]", "student:PATH[:LABEL]")
+SYSTEM_FORMS = ("bm25", "minilm-biencoder", "teacher[:RANK_BY]", "student:PATH[:LABEL]", "RERANKER+bm25=W")
+FUSION_MARK = "+bm25="
 RECALL_DEPTH = 100  # the paper reports Recall@100
 TAU_K = 10
 TAU = f"tau@{TAU_K} vs teacher"
@@ -165,13 +171,27 @@ class SystemSpec:
     path: Path | None = None
     rank_by: str | None = None
     text: str = ""  # the spec as given, for messages
+    first_stage_weight: float | None = None  # "+bm25=W": fused with the BM25 score (rerankers only)
 
 
 def parse_system(spec: str) -> SystemSpec:
     """``bm25`` | ``minilm-biencoder`` | ``teacher[:RANK_BY]`` | ``student:PATH[:LABEL]`` -> SystemSpec.
 
     Only the form is checked here; ``check_systems`` checks what a spec names on disk."""
-    return replace(_parse_system(spec), text=spec)
+    reranker, mark, weight_text = spec.strip().rpartition(FUSION_MARK)
+    if not mark:
+        return replace(_parse_system(spec), text=spec)
+    parsed = _parse_system(reranker)
+    if parsed.kind not in ("minilm-biencoder", "student"):
+        raise R2RError(f"system {spec!r}: only a reranker (minilm-biencoder, student:PATH) can be fused with BM25")
+    try:
+        weight = float(weight_text)
+    except ValueError:
+        raise R2RError(f"system {spec!r}: the BM25 weight after {FUSION_MARK!r} must be a number in [0, 1]") from None
+    if not 0.0 <= weight <= 1.0:
+        raise R2RError(f"system {spec!r}: the BM25 weight must be in [0, 1], got {weight:g}")
+    return replace(parsed, name=f"{parsed.name}{FUSION_MARK}{weight:g}", label=f"{parsed.label} + BM25 (w={weight:g})",
+                   first_stage_weight=weight, text=spec)
 
 
 def _parse_system(spec: str) -> SystemSpec:
@@ -210,11 +230,11 @@ def check_systems(specs: Sequence[SystemSpec]) -> None:
 
 # --------------------------------------------------------------------------- rerankers
 
-# A reranker: (query text, candidate texts) -> candidate indices, best first.
-Ranker = Callable[[str, Sequence[str]], list[int]]
+# A reranker: (query text, candidate texts) -> one score per candidate, higher is better.
+Scorer = Callable[[str, Sequence[str]], np.ndarray]
 
 
-def bi_encoder_ranker(model_dir: str | Path | None = None, device: str | None = None) -> Ranker:
+def bi_encoder_scorer(model_dir: str | Path | None = None, device: str | None = None) -> Scorer:
     """all-MiniLM-L6-v2 (the pip package's folder by default) as a zero-shot cosine-similarity reranker."""
     from sentence_transformers import SentenceTransformer
 
@@ -225,42 +245,59 @@ def bi_encoder_ranker(model_dir: str | Path | None = None, device: str | None = 
         raise R2RError(f"{folder} is not a sentence-transformers model folder (no modules.json)")
     model = SentenceTransformer(str(folder), device=str(select_device(device)))
 
-    def rank(query: str, documents: Sequence[str]) -> list[int]:
+    def score(query: str, documents: Sequence[str]) -> np.ndarray:
         vectors = model.encode([query, *documents], batch_size=32, normalize_embeddings=True,
                                convert_to_numpy=True, show_progress_bar=False)
-        scores = vectors[1:] @ vectors[0]
-        return sorted(range(len(documents)), key=lambda i: (-float(scores[i]), i))
+        return vectors[1:] @ vectors[0]
 
-    return rank
+    return score
 
 
-def student_ranker(student) -> Ranker:
-    """A saved student's ``rank`` (sorted by its logits, so a saturated probability cannot tie)."""
+def student_scorer(student) -> Scorer:
+    """A saved student's logits (not P(relevant), so a saturated probability cannot tie)."""
 
-    def rank(query: str, documents: Sequence[str]) -> list[int]:
-        return [int(item["corpus_id"]) for item in student.rank(query, list(documents))]
+    def score(query: str, documents: Sequence[str]) -> np.ndarray:
+        return student.predict([(query, d) for d in documents], apply_sigmoid=False)
 
-    return rank
+    return score
+
+
+# Per query: the reranker's scores of its candidates and the ms they took, shared by the rows of one reranker
+ScoreCache = dict[str, tuple[np.ndarray, float]]
 
 
 def rerank(
-    ranker: Ranker, collection: Collection, candidates: Run, name: str, *, progress: bool = True
+    scorer: Scorer, collection: Collection, candidates: Run, name: str, *, first_stage_weight: float | None = None,
+    cache: ScoreCache | None = None, progress: bool = True,
 ) -> tuple[Run, list[float]]:
-    """Every query's candidates re-ordered by ``ranker``; returns the run and the ms each query took.
+    """Every query's candidates re-ordered by ``scorer`` (ties: BM25 order), with the BM25 scores fused in
+    when ``first_stage_weight`` is given; returns the run and the ms each query took.
 
+    ``cache``: scores already computed for a query are reused with the ms they took then (several
+    fusion weights of one reranker score the candidates once); new ones are added.
     Scores in the run are rank-derived (n, n-1, ..., 1), so the TREC file keeps the order exactly.
     """
     run = Run(name)
     latencies = []
     for query_id in tqdm(list(candidates), desc=f"rerank {name}", unit="query", disable=not progress):
-        doc_ids = candidates.doc_ids(query_id)
+        ranked = candidates[query_id]
+        doc_ids = [d.doc_id for d in ranked]
         texts = [collection.documents[d].contents for d in doc_ids]
         started = time.perf_counter()
-        order = ranker(collection.queries[query_id].text, texts) if doc_ids else []
-        latencies.append((time.perf_counter() - started) * 1000)
-        if sorted(order) != list(range(len(doc_ids))):
-            raise R2RError(f"system {name} did not return a permutation of the {len(doc_ids)} candidates "
-                           f"of query {query_id!r}")
+        if cache is not None and query_id in cache:
+            scores, earlier_ms = cache[query_id]
+        else:
+            scores = np.asarray(scorer(collection.queries[query_id].text, texts) if doc_ids else [], dtype=np.float64)
+            if scores.shape != (len(doc_ids),) or not np.isfinite(scores).all():
+                raise R2RError(f"system {name} did not return one finite score per candidate for query "
+                               f"{query_id!r} ({len(doc_ids)} candidates, scores of shape {scores.shape})")
+            earlier_ms = 0.0
+            if cache is not None:
+                cache[query_id] = (scores, (time.perf_counter() - started) * 1000)
+        if first_stage_weight is not None:
+            scores = first_stage_fusion([d.score for d in ranked], scores, weight=first_stage_weight)
+        order = sorted(range(len(doc_ids)), key=lambda i: (-float(scores[i]), i))
+        latencies.append(earlier_ms + (time.perf_counter() - started) * 1000)
         n = len(order)
         run.set_ranking(query_id, [ScoredDoc(doc_ids[i], float(n - r), r + 1) for r, i in enumerate(order)])
     return run, latencies
@@ -496,9 +533,12 @@ def evaluate_systems(
     per_query: dict[str, dict[str, float]] = {}
     files = {"report": "report.json", "table": "table.md", "plot": "per_query_ndcg10.png",
              "per_query": "per_query_ndcg10.tsv"}
+    students: dict[Path, object] = {}  # loaded once per folder, however many rows use it
+    score_caches: dict[tuple[str, Path | None], ScoreCache] = {}  # one per reranker, shared by its fused rows
     for spec in tqdm(specs, desc="systems", unit="system", disable=not progress):
-        run, latencies, extra, notes = _run_system(spec, collection, candidates, retriever, reference, sample,
-                                                   depth, device, progress)
+        run, latencies, extra, notes = _run_system(spec, specs, collection, candidates, retriever, reference,
+                                                   sample, depth, device, progress, students,
+                                                   score_caches.setdefault((spec.kind, spec.path), {}))
         run.name = spec.name
         run_file = Path("runs") / f"{spec.name}.trec"
         write_run(run, out_dir / run_file, tag=spec.name)
@@ -534,16 +574,17 @@ def evaluate_systems(
     return report
 
 
-def _run_system(spec: SystemSpec, collection: Collection, candidates: Run, retriever,
+def _run_system(spec: SystemSpec, specs: Sequence[SystemSpec], collection: Collection, candidates: Run, retriever,
                 reference: TeacherReference | None, sample: Sequence[SamplePair], depth: int,
-                device: str | None, progress: bool) -> tuple[Run, list[float], dict[str, float | None], list[str]]:
+                device: str | None, progress: bool, students: dict[Path, object], cache: ScoreCache,
+                ) -> tuple[Run, list[float], dict[str, float | None], list[str]]:
     """(run, ms per query, explanation metrics, notes) of one system."""
     if spec.kind == "bm25":
         latencies = bm25_latencies(retriever, collection, candidates, depth, progress=progress)
         return Run("bm25", dict(candidates.items())), latencies, {}, []
     if spec.kind == "minilm-biencoder":
-        run, latencies = rerank(bi_encoder_ranker(device=device), collection, candidates, spec.name,
-                                progress=progress)
+        run, latencies = rerank(bi_encoder_scorer(device=device), collection, candidates, spec.name,
+                                first_stage_weight=spec.first_stage_weight, cache=cache, progress=progress)
         return run, latencies, {}, []
     if spec.kind == "teacher":
         assert reference is not None  # checked by evaluate_systems
@@ -554,17 +595,25 @@ def _run_system(spec: SystemSpec, collection: Collection, candidates: Run, retri
     from r2r_core.student.api import load_student
 
     assert spec.path is not None  # checked by check_systems
-    student = load_student(spec.path, device=device)
+    if spec.path not in students:
+        students[spec.path] = load_student(spec.path, device=device)
+    student = students[spec.path]
     notes = []
     if hasattr(student, "document_vectors"):  # a dual encoder: an index holds passage embeddings ahead of queries
         texts = sorted({collection.documents[d].contents for q in candidates for d in candidates.doc_ids(q)})
         student.document_vectors(texts)
         notes.append("passage embeddings computed before timing (latency = query encoding + dot products)")
-    run, latencies = rerank(student_ranker(student), collection, candidates, spec.name, progress=progress)
-    extra = explanation_quality(student, collection, sample, progress=progress, name=spec.name)
+    run, latencies = rerank(student_scorer(student), collection, candidates, spec.name,
+                            first_stage_weight=spec.first_stage_weight, cache=cache, progress=progress)
     kind = "generates" if getattr(student, "can_generate", False) else "does not generate"
-    return run, latencies, extra, [f"{spec.path} ({type(student).__name__}, {kind}); explained {len(sample)} pairs",
-                                   *notes]
+    notes.insert(0, f"{spec.path} ({type(student).__name__}, {kind})")
+    # Fusion changes the order, not the explanations: one explanation pass per student folder
+    if spec.first_stage_weight is not None and any(other.path == spec.path and other.first_stage_weight is None
+                                                   for other in specs):
+        notes.append(f"explanations: see the row of {spec.path.name} alone")
+        return run, latencies, {}, notes
+    extra = explanation_quality(student, collection, sample, progress=progress, name=spec.name)
+    return run, latencies, extra, [*notes, f"explained {len(sample)} pairs"]
 
 
 def _teacher_subset_note(reference: TeacherReference, ndcg: Mapping[str, float], baseline: Mapping[str, float],

@@ -186,6 +186,27 @@ def test_search_shows_the_students_reranking_beside_bm25(student_search: AppTest
     assert titles[0] == f"1. {md_escape(pydocs.documents[expected[0]].title)} · BM25 {top_bm25_rank}"
 
 
+def test_search_fuses_bm25_into_the_students_order_by_the_sidebar_weight(student_search: AppTest, pydocs,
+                                                                          pydocs_bm25, real_student) -> None:
+    from r2r_core.candidates import first_stage_fusion
+    from r2r_core.teacher.prompts import document_text
+
+    hits = pydocs_bm25.search(QUERY, 20)
+    texts = [document_text(pydocs.documents[h.doc_id]) for h in hits]
+    logits = real_student.predict([(QUERY, t) for t in texts], apply_sigmoid=False)
+    student_search.text_input(key="free_query").input(QUERY).run()
+    alone = list(student_search.dataframe[1].value["document"])
+    student_search.slider(key="bm25_weight").set_value(1.0).run()
+    assert not student_search.exception, student_search.exception
+    assert list(student_search.dataframe[1].value["document"]) == [h.doc_id for h in hits]  # BM25's order
+    student_search.slider(key="bm25_weight").set_value(0.5).run()
+    fused = first_stage_fusion([h.score for h in hits], logits, weight=0.5)
+    expected = [hits[i].doc_id for i in sorted(range(len(hits)), key=lambda i: (-fused[i], i))]
+    shown = list(student_search.dataframe[1].value["document"])
+    assert shown == expected and shown != alone
+    assert any("BM25 weight 0.5" in m.value for m in student_search.markdown)
+
+
 def test_search_shows_live_ndcg_of_both_lists(student_search: AppTest, pydocs) -> None:
     from app.students import ndcg_at_10
 

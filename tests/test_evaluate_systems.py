@@ -10,6 +10,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -527,3 +528,101 @@ def test_a_dual_encoder_student_is_a_system_with_embeddings_ready_before_timing(
         cosine = student.similarities([(tiny_collection.queries[query_id].text, t) for t in texts])
         expected = [candidates.doc_ids(query_id)[i] for i in sorted(range(len(texts)), key=lambda i: -cosine[i])]
         assert run.doc_ids(query_id) == expected
+
+
+# --------------------------------------------------------------------------- BM25 folded back into a reranker
+
+
+def test_first_stage_fusion_weights_standardised_scores() -> None:
+    from r2r_core.candidates import first_stage_fusion
+
+    bm25, cosine = [12.0, 8.0, 4.0], [0.1, 0.5, 0.3]
+    assert list(np.argsort(-first_stage_fusion(bm25, cosine, weight=0.0))) == [1, 2, 0]  # the reranker alone
+    assert list(np.argsort(-first_stage_fusion(bm25, cosine, weight=1.0))) == [0, 1, 2]  # BM25 alone
+    z_bm25 = (np.array(bm25) - 8.0) / np.std(bm25)
+    z_cos = (np.array(cosine) - 0.3) / np.std(cosine)
+    assert np.allclose(first_stage_fusion(bm25, cosine, weight=0.25), 0.75 * z_cos + 0.25 * z_bm25)
+    # scale-free: BM25 scores ten times larger give the same fused scores
+    assert np.allclose(first_stage_fusion([10 * b for b in bm25], cosine, weight=0.25),
+                       first_stage_fusion(bm25, cosine, weight=0.25))
+    assert np.allclose(first_stage_fusion([5.0, 5.0, 5.0], cosine, weight=0.5), 0.5 * z_cos)  # all equal: no say
+    for weight, lists, message in ((1.5, (bm25, cosine), "in \\[0, 1\\]"), (0.5, (bm25, cosine[:2]), "one length")):
+        with pytest.raises(R2RError, match=message):
+            first_stage_fusion(*lists, weight=weight)
+
+
+def test_parse_fused_system_forms() -> None:
+    spec = parse_system("student:assets/students/dual-pydocs:Dual+bm25=0.1")
+    assert (spec.kind, spec.name, spec.path, spec.first_stage_weight) == (
+        "student", "dual-pydocs+bm25=0.1", Path("assets/students/dual-pydocs"), 0.1)
+    assert spec.label == "Dual + BM25 (w=0.1)"
+    assert parse_system("minilm-biencoder+bm25=0.25").name == "minilm-biencoder+bm25=0.25"
+    assert parse_system("student:x").first_stage_weight is None
+    for bad, message in (("bm25+bm25=0.1", "only a reranker"), ("teacher+bm25=0.1", "only a reranker"),
+                         ("minilm-biencoder+bm25=much", "must be a number"),
+                         ("minilm-biencoder+bm25=2", "in \\[0, 1\\]")):
+        with pytest.raises(R2RError, match=message):
+            parse_system(bad)
+
+
+def test_fused_rows_reorder_the_same_candidates_by_the_fused_score(
+        tmp_path: Path, tiny_collection: Collection, tiny_bm25) -> None:
+    from r2r_core.candidates import first_stage_fusion
+    from r2r_core.student.dual import DualEncoderStudent
+
+    folder = tmp_path / "dual-base"
+    DualEncoderStudent().save_pretrained(folder)
+    specs = [parse_system(s) for s in ("bm25", f"student:{folder}", f"student:{folder}+bm25=0",
+                                       f"student:{folder}+bm25=0.4", f"student:{folder}+bm25=1")]
+    report = evaluate_systems(tiny_collection, "test", specs, retriever=tiny_bm25, depth=5, out_dir=tmp_path / "eval",
+                              command="test", progress=False)
+    runs = {s.name: read_run(tmp_path / "eval" / s.run_file) for s in report.systems}
+    candidates = tiny_bm25.retrieve(tiny_collection, "test", 5, progress=False)
+    student = DualEncoderStudent.from_pretrained(folder)
+    for query_id in candidates:
+        ranked = candidates[query_id]
+        texts = [tiny_collection.documents[d.doc_id].contents for d in ranked]
+        logits = student.predict([(tiny_collection.queries[query_id].text, t) for t in texts], apply_sigmoid=False)
+        fused = first_stage_fusion([d.score for d in ranked], logits, weight=0.4)
+        expected = [ranked[i].doc_id for i in sorted(range(len(ranked)), key=lambda i: (-fused[i], i))]
+        assert runs["dual-base+bm25=0.4"].doc_ids(query_id) == expected
+        assert runs["dual-base+bm25=0"].doc_ids(query_id) == runs["dual-base"].doc_ids(query_id)
+        assert runs["dual-base+bm25=1"].doc_ids(query_id) == candidates.doc_ids(query_id)
+    # the fused rows point at the student's own row for explanations instead of explaining again
+    assert "explanations: see the row of dual-base alone" in report.system("dual-base+bm25=0.4").notes
+    assert "explained" in report.system("dual-base").notes
+
+
+def test_rows_of_one_reranker_share_its_scores_and_their_latency(tiny_collection: Collection, tiny_bm25) -> None:
+    from r2r_core.systems import rerank
+
+    calls: list[str] = []
+
+    def length_scorer(query: str, documents) -> np.ndarray:  # a reranker that prefers short passages
+        calls.append(query)
+        return -np.array([len(d) for d in documents], dtype=float)
+
+    candidates = tiny_bm25.retrieve(tiny_collection, "test", 5, progress=False)
+    cache: dict = {}
+    alone, alone_ms = rerank(length_scorer, tiny_collection, candidates, "short", cache=cache, progress=False)
+    fused, fused_ms = rerank(length_scorer, tiny_collection, candidates, "short+bm25=1", first_stage_weight=1.0,
+                             cache=cache, progress=False)
+    assert len(calls) == len(list(candidates))  # the second row scored nothing again
+    scored_ms = [cache[q][1] for q in candidates]
+    assert all(f >= ms > 0 for f, ms in zip(fused_ms, scored_ms, strict=True))  # ... and reports what scoring cost
+    assert len(alone_ms) == len(scored_ms)
+    for query_id in candidates:
+        assert fused.doc_ids(query_id) == candidates.doc_ids(query_id)
+        lengths = [len(tiny_collection.documents[d].contents) for d in alone.doc_ids(query_id)]
+        assert lengths == sorted(lengths)
+
+
+def test_the_apps_bm25_weight_must_be_a_weight(tmp_path: Path) -> None:
+    from r2r_core.config import R2RConfig
+
+    config = tmp_path / "r2r.toml"
+    config.write_text("[app]\nfirst_stage_weight = 0.25\n", encoding="utf-8")
+    assert R2RConfig.load(config).app.first_stage_weight == 0.25
+    config.write_text("[app]\nfirst_stage_weight = 1.5\n", encoding="utf-8")
+    with pytest.raises(R2RError, match=r"\[app\] first_stage_weight must be in \[0, 1\], got 1.5"):
+        R2RConfig.load(config)

@@ -108,13 +108,15 @@ def choose_query(collection: Collection) -> tuple[str | None, str]:
     return query_id, queries[query_id].text
 
 
-def student_side(students: Students, query: str, collection: Collection, hits: Sequence[ScoredDoc]
-                 ) -> Reranking | None:
-    """The scorer's reranking of the candidates, or None (no scorer, or no candidates)."""
+def student_side(students: Students, query: str, collection: Collection, hits: Sequence[ScoredDoc],
+                 bm25_weight: float = 0.0) -> Reranking | None:
+    """The scorer's reranking of the candidates (BM25's score fused in at ``bm25_weight``), or None (no
+    scorer, or no candidates)."""
     if students.scorer is None or not hits:
         return None
     candidates = tuple((h.doc_id, document_text(collection.documents[h.doc_id])) for h in hits)
-    return state.student_reranking(students, students.scorer_name, query, candidates)
+    return state.student_reranking(students, students.scorer_name, query, candidates,
+                                   tuple(h.score for h in hits), bm25_weight)
 
 
 def main() -> None:
@@ -126,6 +128,10 @@ def main() -> None:
     with st.sidebar:
         spec = st.selectbox("Collection", specs, key="collection")
         depth = st.slider("Candidates (BM25 depth)", 10, 100, 20, step=10, key="depth")
+        bm25_weight = st.slider("BM25 weight in the student's order", 0.0, 1.0,
+                                float(state.app_config().app.first_stage_weight), step=0.05, key="bm25_weight",
+                                help="0: the student alone. Above 0 the order is (1 - w) z(student) + w z(BM25) "
+                                     "per query; the README reports the weight chosen on pydocs dev.")
 
     collection = state.collection(spec)
     retriever = state.candidates(spec)
@@ -158,7 +164,7 @@ def main() -> None:
         bm25_slot.dataframe(bm25_table(collection, hits, judged, teacher, None), hide_index=True, width="stretch")
     with right:
         students = state.students()
-        reranked = student_side(students, query, collection, hits)
+        reranked = student_side(students, query, collection, hits, bm25_weight)
     cols[1].metric("Student latency", "—" if reranked is None else f"{reranked.latency_ms:.0f} ms",
                    help="Scoring every candidate (measured when this query was first re-ranked; cached after).")
     if reranked is None:
@@ -170,7 +176,8 @@ def main() -> None:
         bm25_slot.dataframe(bm25_table(collection, hits, judged, teacher, reranked), hide_index=True,
                             width="stretch")
         with right:
-            st.markdown(f"**Student** ({students.scorer_name})")
+            fused = f", BM25 weight {bm25_weight:g}" if bm25_weight > 0 else ""
+            st.markdown(f"**Student** ({students.scorer_name}{fused})")
             st.dataframe(student_table(collection, hits, judged, reranked), hide_index=True, width="stretch",
                          key="student_table", column_config={"title": st.column_config.TextColumn(width="medium")})
         st.plotly_chart(movement_chart(collection, hits, reranked, judged), key="movement")

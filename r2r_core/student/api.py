@@ -75,7 +75,8 @@ class Student(Protocol):
 
     can_generate: bool
 
-    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> np.ndarray: ...
+    def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, *,
+                apply_sigmoid: bool = True) -> np.ndarray: ...
 
     def rank(
         self,
