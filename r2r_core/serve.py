@@ -36,6 +36,9 @@ Limits and errors (every error answers JSON ``{"message": str, "detail": ...}``;
   types, text holding an unpaired UTF-16 surrogate (JSON's ``"\\ud800"``, which no tokenizer can encode)
   -> 422 naming the field (FastAPI's ``detail`` list, ``loc`` = ["body", field, ...], e.g.
   ``body.documents.3``); a body that is not JSON, not UTF-8, or nested too deeply to parse -> 422 on ``body``;
+* a rerank request whose (query, document) pairs add up to more than ``max_request_tokens`` tokens (by the
+  ranker's tokenizer, each pair counted up to the ranker's ``max_length``) -> 422 on ``body.documents``
+  with the count and the limit, before any scoring;
 * documents longer than ``max_chars`` characters are cut to that length; the response says which
   (``results[i].truncated``, ``meta.truncated_documents``, a line in ``meta.warnings``);
 * a request not answered within ``request_timeout_s`` -> 504 (the forward pass already on the model
@@ -282,6 +285,16 @@ def _spans(evidence: Sequence[Sequence[Any]]) -> list[EvidenceSpanOut]:
     return [EvidenceSpanOut(start=int(s[0]), end=int(s[1]), text=str(s[2])) for s in evidence]
 
 
+def request_tokens(ranker: Student, query: str, documents: Sequence[str]) -> int:
+    """Tokens the ranker reads for ``query`` against each of ``documents``: per pair the query's and the
+    document's tokens (its tokenizer, no special tokens), at most its ``config.max_length``; summed."""
+    tokenizer = ranker.tokenizer  # type: ignore[attr-defined]  # checked when the service starts
+    max_length = getattr(getattr(ranker, "config", None), "max_length", None)
+    query_tokens = len(tokenizer(query, add_special_tokens=False)["input_ids"])
+    counts = [query_tokens + len(ids) for ids in tokenizer(list(documents), add_special_tokens=False)["input_ids"]]
+    return sum(min(n, max_length) if max_length else n for n in counts)
+
+
 def _invalid(loc: Sequence[str | int], message: str, status: int = 422) -> HTTPException:
     """An error shaped like FastAPI's own validation errors, so clients read every 422 the same way."""
     return HTTPException(status, detail=[{"loc": ["body", *loc], "msg": message, "type": "value_error"}])
@@ -300,6 +313,12 @@ class StudentService:
         if config.max_documents < 1 or config.max_chars < 1 or config.request_timeout_s <= 0:
             raise R2RError("serve.max_documents and serve.max_chars must be >= 1 and serve.request_timeout_s > 0, "
                            f"got {config.max_documents}, {config.max_chars}, {config.request_timeout_s}")
+        if config.max_request_tokens is not None:
+            if config.max_request_tokens < 1:
+                raise R2RError(f"serve.max_request_tokens must be >= 1 (or unset), got {config.max_request_tokens}")
+            if getattr(ranker, "tokenizer", None) is None:
+                raise R2RError("serve.max_request_tokens needs a ranker with a tokenizer to count with; "
+                               f"{ranker_name!r} has none")
         self.ranker, self.explainer, self.config = ranker, explainer, config
         self.ranker_name = ranker_name
         self.explainer_name = explainer_name if explainer is not None else None
@@ -379,6 +398,12 @@ class StudentService:
             raise _invalid(["documents"], f"{len(texts)} documents; at most {self.config.max_documents} per request "
                                           "(serve.max_documents)")
         docs = self.cut(texts)
+        if self.config.max_request_tokens is not None:
+            tokens = await asyncio.to_thread(request_tokens, self.ranker, request.query, docs.texts)
+            if tokens > self.config.max_request_tokens:
+                raise _invalid(["documents"], f"the request holds {tokens} tokens (query + document per pair, as the "
+                                              f"ranker reads them); at most {self.config.max_request_tokens} per "
+                                              "request (serve.max_request_tokens): send fewer or shorter documents")
         evidence: list[list[EvidenceSpanOut]] | None = None
         token_cut: list[bool] | None = None
         if request.return_evidence:
@@ -480,7 +505,8 @@ class StudentService:
                                  abandoned=c.abandoned),
             limits={"max_documents": cfg.max_documents, "max_chars": cfg.max_chars,
                     "max_body_bytes": cfg.max_body_bytes, "max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
-                    "request_timeout_s": cfg.request_timeout_s, "generation_concurrency": cfg.generation_concurrency},
+                    "request_timeout_s": cfg.request_timeout_s, "generation_concurrency": cfg.generation_concurrency,
+                    "max_request_tokens": cfg.max_request_tokens},
         )
 
 

@@ -166,4 +166,4 @@ class Health(BaseModel):
     device: str | None
     micro_batching: bool
     batcher: BatcherStats
-    limits: dict[str, float | int]
+    limits: dict[str, float | int | None]

@@ -465,6 +465,29 @@ def test_late_requests_get_504_and_the_server_recovers(ranker) -> None:
         assert explainer.most == 1 and http.get("/health").json()["batcher"]["pending"] == 0
 
 
+def test_a_request_over_the_token_limit_gets_422_with_its_count_and_the_server_carries_on(ranker) -> None:
+    from r2r_core.serve import request_tokens
+
+    short, long = DOCS[:2], [LONG_DOC[:1500]] * 4  # the long ones fill max_length (128) each
+    query_ids = ranker.tokenizer(QUERY, add_special_tokens=False)["input_ids"]
+    expected = sum(min(len(query_ids) + len(ranker.tokenizer(d, add_special_tokens=False)["input_ids"]), 128)
+                   for d in short)
+    assert request_tokens(ranker, QUERY, short) == expected < 128
+    assert request_tokens(ranker, QUERY, long) == 4 * 128  # counted as the ranker reads them, cut to max_length
+    config = ServeConfig(max_documents=16, max_chars=2000, max_request_tokens=300)
+    with serve_in_thread(create_app(ranker, None, config)) as server, \
+            httpx.Client(base_url=server.url, timeout=60) as http:
+        refused = http.post("/v1/rerank", json={"query": QUERY, "documents": long})
+        assert refused.status_code == 422, refused.text
+        (detail,) = refused.json()["detail"]
+        assert detail["loc"] == ["body", "documents"]
+        assert all(part in detail["msg"] for part in ("512 tokens", "at most 300", "max_request_tokens"))
+        assert http.post("/v1/rerank", json={"query": QUERY, "documents": short}).status_code == 200
+        assert http.get("/v1/models").status_code == 200
+    with pytest.raises(R2RError, match="max_request_tokens must be >= 1"):
+        create_app(ranker, None, ServeConfig(max_request_tokens=0))
+
+
 def test_an_explainer_that_cannot_generate_is_refused(ranker) -> None:
     with pytest.raises(R2RError, match="cannot generate"):
         create_app(ranker, ranker, ServeConfig())
