@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -43,10 +44,27 @@ def collection_specs() -> list[str]:
     return list(dict.fromkeys([*list_collections(), *app_config().app.collections]))
 
 
-@st.cache_resource(show_spinner="Starting Lucene and (first time only) building the BM25 index ...")
+# One first stage per (collection, settings) for the server process. Not st.cache_resource: a cached
+# function may not draw into a block made outside it, and the progress bar has to be drawn while it builds.
+_FIRST_STAGES: dict[tuple, BM25Retriever | HybridRetriever] = {}
+_FIRST_STAGES_LOCK = threading.Lock()
+
+
 def candidates(spec: str) -> BM25Retriever | HybridRetriever:
-    """The configured first stage (`[candidates] mode`: BM25 by default, or BM25 + dense hybrid)."""
-    return first_stage(collection(spec), app_config(), progress=False)
+    """The configured first stage (`[candidates] mode`: BM25 by default, or BM25 + dense hybrid); a first
+    use builds its index (and embeddings) under a progress bar."""
+    config = app_config()
+    key = (spec, str(config.paths.index_dir), repr(config.bm25), repr(config.candidates))
+    with st.spinner("Starting Lucene ..."), _FIRST_STAGES_LOCK:  # one build at a time; others wait for it
+        if key not in _FIRST_STAGES:
+            bar = st.empty()
+
+            def building(stage: str, done: int, total: int) -> None:
+                bar.progress(done / max(total, 1), text=f"First use: {stage}, {done:,} of {total:,} documents")
+
+            _FIRST_STAGES[key] = first_stage(collection(spec), config, progress=False, on_progress=building)
+            bar.empty()
+        return _FIRST_STAGES[key]
 
 
 def store() -> Store:

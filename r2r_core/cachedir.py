@@ -11,9 +11,14 @@ import json
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+# Told (what is being built, items done, items in all) as a build goes, for a progress bar that is not a
+# terminal's (the app's st.progress); builds also draw tqdm bars when asked to.
+BuildProgress = Callable[[str, int, int], None]
 
 
 def folder_for(root: Path, collection_name: str, fingerprint: str, kind: str = "") -> Path:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from r2r_core.cachedir import BuildProgress
 from r2r_core.config import BM25Config, CandidatesConfig, R2RConfig
 from r2r_core.data.model import Collection, Qrels, Run, ScoredDoc
 from r2r_core.dense import BiEncoder, DenseRetriever
@@ -169,16 +170,20 @@ def describe(retriever: BM25Retriever | HybridRetriever) -> dict[str, object]:
 
 
 def first_stage(
-    collection: Collection, config: R2RConfig, *, progress: bool = True, device: str | None = None
+    collection: Collection, config: R2RConfig, *, progress: bool = True, device: str | None = None,
+    on_progress: BuildProgress | None = None,
 ) -> BM25Retriever | HybridRetriever:
-    """The candidate generator `config` asks for, with its index (and embeddings) built on first use."""
+    """The candidate generator `config` asks for, with its index (and embeddings) built on first use
+    (`on_progress` follows the builds, e.g. for the app's progress bar)."""
     index_root = config.paths.index_dir
-    bm25 = BM25Retriever.for_collection(collection, index_root, config.bm25, progress=progress)
+    bm25 = BM25Retriever.for_collection(collection, index_root, config.bm25, progress=progress,
+                                        on_progress=on_progress)
     if config.candidates.mode == "bm25":
         return bm25
     encoder = BiEncoder(config.candidates.dense_model, max_length=config.candidates.dense_max_length, device=device)
     dense = DenseRetriever.for_collection(collection, index_root, encoder,
-                                          batch_size=config.candidates.dense_batch_size, progress=progress)
+                                          batch_size=config.candidates.dense_batch_size, progress=progress,
+                                          on_progress=on_progress)
     return HybridRetriever(bm25, dense, config.candidates)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from r2r_core.cachedir import build_seconds_since, building_folder, folder_for, publish, utc_now
+from r2r_core.cachedir import BuildProgress, build_seconds_since, building_folder, folder_for, publish, utc_now
 from r2r_core.data.model import Collection, Run, ScoredDoc
 from r2r_core.errors import R2RError
 
@@ -88,7 +88,8 @@ def read_dense_info(folder: Path) -> DenseInfo | None:
 
 
 def ensure_embeddings(
-    collection: Collection, cache_root: Path, encoder: BiEncoder, *, batch_size: int = 64, progress: bool = True
+    collection: Collection, cache_root: Path, encoder: BiEncoder, *, batch_size: int = 64, progress: bool = True,
+    on_progress: BuildProgress | None = None,
 ) -> Path:
     """The folder holding `collection`'s passage embeddings under `cache_root`, encoding them if needed.
 
@@ -110,6 +111,8 @@ def ensure_embeddings(
                       disable=not progress):
         texts = [collection.documents[d].contents for d in doc_ids[start : start + step]]
         chunks.append(encoder.encode(texts, batch_size=batch_size))
+        if on_progress is not None:
+            on_progress(f"embedding {collection.name}", start + len(texts), len(doc_ids))
     matrix = np.concatenate(chunks, axis=0)
     np.save(building / EMBEDDINGS_FILE, matrix)
     (building / DOC_IDS_FILE).write_text(json.dumps(doc_ids), encoding="utf-8")
@@ -142,8 +145,10 @@ class DenseRetriever:
 
     @classmethod
     def for_collection(cls, collection: Collection, cache_root: Path, encoder: BiEncoder, *,
-                       batch_size: int = 64, progress: bool = True) -> DenseRetriever:
-        folder = ensure_embeddings(collection, cache_root, encoder, batch_size=batch_size, progress=progress)
+                       batch_size: int = 64, progress: bool = True,
+                       on_progress: BuildProgress | None = None) -> DenseRetriever:
+        folder = ensure_embeddings(collection, cache_root, encoder, batch_size=batch_size, progress=progress,
+                                   on_progress=on_progress)
         return cls(folder, encoder, collection.excluded)
 
     def search(self, query: str, k: int = 100, *, query_id: str | None = None) -> list[ScoredDoc]:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from r2r_core._java import java_string_list, lucene_indexer_class, lucene_searcher, whitespace_analyzer
 from r2r_core.analysis import TechnicalAnalyzer
-from r2r_core.cachedir import build_seconds_since, building_folder, folder_for, publish, utc_now
+from r2r_core.cachedir import BuildProgress, build_seconds_since, building_folder, folder_for, publish, utc_now
 from r2r_core.config import AnalyzerSettings, BM25Config, BM25Settings
 from r2r_core.data.model import Collection, Document, Run, ScoredDoc
 from r2r_core.errors import R2RError
@@ -76,9 +76,11 @@ def weighted_contents(doc: Document, title_weight: int) -> str:
 
 
 def ensure_index(
-    collection: Collection, index_root: Path, analyzer: AnalyzerSettings = ENGLISH, *, progress: bool = True
+    collection: Collection, index_root: Path, analyzer: AnalyzerSettings = ENGLISH, *, progress: bool = True,
+    on_progress: BuildProgress | None = None,
 ) -> Path:
-    """Return the Lucene index of `collection` under `index_root`, building it if it is not there yet.
+    """Return the Lucene index of `collection` under `index_root`, building it if it is not there yet
+    (`on_progress` is told the documents indexed after every batch).
 
     The index is built in a temporary sibling directory and renamed into place, so a crashed build
     never leaves a half-written index that a later run would trust.
@@ -103,13 +105,18 @@ def ensure_index(
             return weighted_contents(doc, analyzer.title_weight)
     batch: list[dict[str, str]] = []
     docs = collection.documents.values()
-    for doc in tqdm(docs, desc=f"indexing {collection.name}", unit="doc", disable=not progress):
+    stage, done = f"indexing {collection.name}", 0
+    for doc in tqdm(docs, desc=stage, unit="doc", disable=not progress):
         batch.append({"id": doc.doc_id, "contents": contents(doc)})
         if len(batch) == _INDEX_BATCH:
             indexer.add_batch_dict(batch)
-            batch = []
+            done, batch = done + len(batch), []
+            if on_progress is not None:
+                on_progress(stage, done, len(docs))
     if batch:
         indexer.add_batch_dict(batch)
+    if on_progress is not None:
+        on_progress(stage, len(docs), len(docs))
     indexer.close()
     info = IndexInfo(
         path=str(target),
@@ -161,11 +168,12 @@ class BM25Retriever:
 
     @classmethod
     def for_collection(
-        cls, collection: Collection, index_root: Path, config: BM25Config | None = None, *, progress: bool = True
+        cls, collection: Collection, index_root: Path, config: BM25Config | None = None, *, progress: bool = True,
+        on_progress: BuildProgress | None = None,
     ) -> BM25Retriever:
         config = config or BM25Config()
         analyzer = config.settings(collection.technical).analyzer
-        index = ensure_index(collection, index_root, analyzer, progress=progress)
+        index = ensure_index(collection, index_root, analyzer, progress=progress, on_progress=on_progress)
         return cls(index, config, collection.excluded, technical=collection.technical)
 
     def _lucene_query(self, query: str) -> str:

@@ -330,8 +330,13 @@ def test_hybrid_fuses_bm25_and_dense_and_caches_embeddings(
 ) -> None:
     from r2r_core.dense import DENSE_MARKER
 
-    retriever = first_stage(tiny_collection, hybrid_config, progress=False)
+    reports: list[tuple[str, int, int]] = []
+    retriever = first_stage(tiny_collection, hybrid_config, progress=False,
+                            on_progress=lambda *report: reports.append(report))
     assert isinstance(retriever, HybridRetriever)
+    n = len(tiny_collection.documents)
+    assert reports[-1] == ("embedding tiny", n, n)  # the app's progress bar is told what is built, to the end
+    assert all(0 < done <= total == n for _, done, total in reports)
     caches = sorted(hybrid_config.paths.index_dir.glob(f"*-dense-*/{DENSE_MARKER}"))
     assert len(caches) == 1
     marker_mtime = caches[0].stat().st_mtime_ns
@@ -355,9 +360,10 @@ def test_hybrid_fuses_bm25_and_dense_and_caches_embeddings(
     run = retriever.retrieve(tiny_collection, "test", 3, progress=False)
     assert [d.doc_id for d in run["q-sort"]] == [d.doc_id for d in fused[:3]]
 
-    # Reused, not rebuilt, by a second first stage over the same collection.
-    first_stage(tiny_collection, hybrid_config, progress=False)
-    assert caches[0].stat().st_mtime_ns == marker_mtime
+    # Reused, not rebuilt, by a second first stage over the same collection: nothing to report.
+    reports.clear()
+    first_stage(tiny_collection, hybrid_config, progress=False, on_progress=lambda *report: reports.append(report))
+    assert caches[0].stat().st_mtime_ns == marker_mtime and reports == []
 
 
 def test_embedding_cache_is_rebuilt_when_a_document_or_the_length_changes(

@@ -23,6 +23,16 @@ def test_index_is_built_once_and_reused(tiny_collection: Collection, index_root:
     assert (path / "r2r-index.json").stat().st_mtime_ns == marker_mtime
 
 
+def test_an_index_build_reports_its_progress_to_the_end(tiny_collection: Collection, tmp_path: Path) -> None:
+    reports: list[tuple[str, int, int]] = []
+    ensure_index(tiny_collection, tmp_path / "indexes", progress=False, on_progress=lambda *r: reports.append(r))
+    n = len(tiny_collection.documents)
+    assert reports and reports[-1] == ("indexing tiny", n, n)
+    reports.clear()
+    ensure_index(tiny_collection, tmp_path / "indexes", progress=False, on_progress=lambda *r: reports.append(r))
+    assert reports == []  # built already: nothing to follow
+
+
 def test_changed_document_gets_a_new_index(tiny_collection: Collection, index_root: Path) -> None:
     docs = dict(tiny_collection.documents)
     docs["gc"] = Document("gc", "Different text entirely.", "gc module")
