@@ -130,6 +130,28 @@ def _students(key: str, _config: StudentConfig) -> Future[Students]:
         pool.shutdown(wait=False)  # the submitted load still runs to its end
 
 
+_EMBEDDING: dict[tuple[int, str], Future[int]] = {}
+_EMBEDDING_LOCK = threading.Lock()
+
+
+def embed_collection(students: Students, spec: str) -> Future[int] | None:
+    """The background job embedding every passage of ``spec`` for the scorer (started on first call, once
+    per server process, student and collection; `[app] embed_collections`), or None for a scorer that does
+    not embed passages alone (a cross-encoder, a remote student). Its vectors are cached on disk beside the
+    index, so a later start only loads them; queries work meanwhile, embedding their own candidates."""
+    scorer, config = students.scorer, app_config()
+    if scorer is None or not hasattr(scorer, "attach_collection") or not config.app.embed_collections:
+        return None
+    key = (id(scorer), spec)
+    with _EMBEDDING_LOCK:
+        if key not in _EMBEDDING:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="r2r-embed")
+            _EMBEDDING[key] = pool.submit(scorer.attach_collection, collection(spec), config.paths.index_dir,
+                                          progress=False)
+            pool.shutdown(wait=False)  # the job runs to its end
+        return _EMBEDDING[key]
+
+
 def with_decoder(students: Students) -> Students:
     """``students`` with its decoder opened (a page that shows generated text calls this first): the
     first call in this server process loads it, under a spinner; later ones return at once."""

@@ -290,12 +290,17 @@ class AppConfig:
     student alone (0.1 won on pydocs dev and did not carry over to test: see the README);
     collections: collection specs offered beside the bundled ones (any spec `--collection` takes, e.g.
     "beir:/data/scifact"; `r2r app --collection SPEC` adds to them). Each is indexed on first use.
+    embed_collections: a scorer that embeds passages on their own (the dual encoder) embeds the whole
+    collection in the background on its first search there, cached on disk beside the index, so that a
+    query then encodes only itself (minutes once per collection and student on 2 CPU cores; until then each
+    query embeds its candidates).
     """
 
     evaluation_report: Path = Path("assets/eval/pydocs-test.json")
     pairwise_top_k: int = 6
     first_stage_weight: float = 0.0
     collections: tuple[str, ...] = ()
+    embed_collections: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.first_stage_weight <= 1.0:

@@ -112,3 +112,34 @@ def test_search_a_beir_folder_named_on_the_command_line(beir_app: tuple[str, str
     page.shot("results")
     assert titles.all_inner_texts()[0] == "Espresso"
     page.context.close()
+
+
+def test_a_dual_encoder_scorer_embeds_the_searched_collection_once_in_the_background(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from app import state
+    from r2r_core.config import CONFIG_ENV_VAR
+    from r2r_core.dense import read_dense_info
+    from r2r_core.student.dual import DualEncoderStudent
+
+    spec = f"beir:{write_beir(tmp_path / 'coffee')}"
+    student = tmp_path / "dual-untrained"
+    DualEncoderStudent(device="cpu").save_pretrained(student)
+    config = tmp_path / "r2r.toml"
+    config.write_text("\n".join(["[paths]", f'home = "{tmp_path / "home"}"', "[student]", f'path = "{student}"',
+                                 f'decoder_path = "{tmp_path / "no-decoder"}"', 'device = "cpu"',
+                                 "[app]", f'collections = ["{spec}"]']) + "\n", encoding="utf-8")
+    monkeypatch.setitem(os.environ, CONFIG_ENV_VAR, str(config))
+    page = AppTest.from_file(str(REPO_ROOT / "app" / "Home.py"), default_timeout=300)
+    page.run()
+    page.selectbox(key="collection").set_value(spec).run()
+    page.text_input(key="free_query").input("how is espresso made").run()
+    assert not page.exception, page.exception
+    jobs = [job for (_, searched), job in state._EMBEDDING.items() if searched == spec]
+    assert len(jobs) == 1 and jobs[0].result(timeout=300) == len(DOCS)  # every passage, not only the candidates
+    caches = [read_dense_info(p) for p in (tmp_path / "home" / "indexes").glob("*-dense-*")]
+    assert [(info.num_docs, info.collection) for info in caches if info] == [(len(DOCS), "coffee")]
+    page.text_input(key="free_query").input("how do I brew tea").run()
+    assert [job for (_, searched), job in state._EMBEDDING.items() if searched == spec] == jobs  # not again
+    assert page.dataframe[1].value["document"].iloc[0] == "teapot"

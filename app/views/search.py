@@ -164,7 +164,14 @@ def main() -> None:
         bm25_slot.dataframe(bm25_table(collection, hits, judged, teacher, None), hide_index=True, width="stretch")
     with right:
         students = state.students()
+        embedding = state.embed_collection(students, spec)
         reranked = student_side(students, query, collection, hits, bm25_weight)
+        if embedding is not None and not embedding.done():
+            st.caption("The student is embedding this collection's passages in the background (first use "
+                       "only, kept on disk): until then each query also embeds its candidates.")
+        elif embedding is not None and embedding.exception() is not None:
+            st.warning(f"Embedding the collection for the student failed ({embedding.exception()}): each query "
+                       "embeds its own candidates.")
     cols[1].metric("Student latency", "—" if reranked is None else f"{reranked.latency_ms:.0f} ms",
                    help="Scoring every candidate (measured when this query was first re-ranked; cached after).")
     if reranked is None:
