@@ -67,7 +67,7 @@ def write_config(home: Path, base: R2RConfig, student: Path | None) -> Path:
         lines.append(f'decoder_path = "{base.student.decoder_path.resolve()}"')
     lines.append(f'device = "{base.student.device}"')
     models = base.paths.home.resolve() / "models"
-    if models.is_dir():
+    if models.is_dir() and not (home / "models").exists():
         (home / "models").symlink_to(models, target_is_directory=True)
     path = home / "r2r.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -198,6 +198,9 @@ def main() -> None:
     parser.add_argument("--student", type=Path, default=None, help="scorer folder (default: the config's)")
     parser.add_argument("--rounds", type=int, default=2, help="fresh server starts")
     parser.add_argument("--queries", type=int, default=5, help="warm queries per depth per round")
+    parser.add_argument("--restart", action="store_true",
+                        help="every round after the first restarts on the first round's home (store imported "
+                             "already: a second `make app`) instead of a fresh one")
     args = parser.parse_args()
 
     base = R2RConfig.load(args.config)
@@ -213,12 +216,15 @@ def main() -> None:
     rounds: list[Round] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        for n in range(args.rounds):
-            with tempfile.TemporaryDirectory(prefix="r2r-app-timing-") as tmp:
-                config = write_config(Path(tmp), base, scorer if with_student else Path(tmp) / "no-student")
-                result = one_round(browser, config, texts[n * per_round:(n + 1) * per_round], with_student)
-            rounds.append(result)
-            print(f"round {n + 1}: {result}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="r2r-app-timing-") as kept:
+            for n in range(args.rounds):
+                with tempfile.TemporaryDirectory(prefix="r2r-app-timing-") as tmp:
+                    home = Path(kept) if args.restart else Path(tmp)
+                    config = write_config(home, base, scorer if with_student else home / "no-student")
+                    result = one_round(browser, config, texts[n * per_round:(n + 1) * per_round], with_student)
+                rounds.append(result)
+                started = "restart on the same home" if args.restart and n else "fresh home"
+                print(f"round {n + 1} ({started}): {result}", flush=True)
         browser.close()
     report(rounds, scorer if with_student else None)
 
