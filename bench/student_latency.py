@@ -29,8 +29,8 @@ from _common import machine_line  # noqa: E402
 from r2r_core.candidates import first_stage  # noqa: E402
 from r2r_core.config import R2RConfig  # noqa: E402
 from r2r_core.data.registry import load_collection  # noqa: E402
+from r2r_core.rerank import bi_encoder_scorer  # noqa: E402
 from r2r_core.student.dual import DualEncoderStudent  # noqa: E402
-from r2r_core.systems import bi_encoder_scorer  # noqa: E402
 
 
 def summary(times: list[float]) -> str:

@@ -594,7 +594,7 @@ def test_fused_rows_reorder_the_same_candidates_by_the_fused_score(
 
 
 def test_rows_of_one_reranker_share_its_scores_and_their_latency(tiny_collection: Collection, tiny_bm25) -> None:
-    from r2r_core.systems import rerank
+    from r2r_core.rerank import rerank
 
     calls: list[str] = []
 
