@@ -8,6 +8,7 @@ how to install it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -82,7 +83,15 @@ def server(tmp_path_factory: pytest.TempPathFactory, config_file: Path, pydocs, 
                                   home=home)  # a real (untrained) student, no decoder
     store = Store.open(R2RConfig.load(config))
     query_id, top, hostile_id = seed(store, pydocs, pydocs_bm25)
-    port, log = launch.free_port(), home / "streamlit.log"
+    with running_app(config, home / "streamlit.log") as url:
+        yield Server(url, store, query_id, top, hostile_id)
+
+
+@contextlib.contextmanager
+def running_app(config: Path, log: Path) -> Iterator[str]:
+    """`streamlit run` of the app under ``config`` on a free port, healthy (else the test fails with the
+    log's tail); yields its URL and stops it afterwards."""
+    port = launch.free_port()
     with log.open("w") as out:
         process = launch.start(config, port, out)
     url = f"http://127.0.0.1:{port}"
@@ -91,7 +100,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, config_file: Path, pydocs, 
             launch.wait_healthy(url, process)
         except RuntimeError as exc:
             pytest.fail(f"{exc}:\n{log.read_text()[-3000:]}")
-        yield Server(url, store, query_id, top, hostile_id)
+        yield url
     finally:
         launch.stop(process)
 

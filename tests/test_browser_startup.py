@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from test_browser import browser, new_page, settle  # noqa: F401  (browser is a fixture)
+from test_browser import browser, new_page, running_app, settle  # noqa: F401  (browser is a fixture)
 
-from app import launch
 from r2r_core.config import R2RConfig
 
 pytestmark = pytest.mark.browser
@@ -63,19 +62,11 @@ def held_student_app(tmp_path: Path, config_file: Path, pydocs_bm25) -> Iterator
     config = tmp_path / "r2r.toml"
     config.write_text("\n".join(["[paths]", f'home = "{tmp_path}"', f'index_cache = "{index}"', "[student]",
                                  f'server_url = "{student.url}"', "timeout_s = 600"]) + "\n", encoding="utf-8")
-    port, log = launch.free_port(), tmp_path / "streamlit.log"
-    with log.open("w") as out:
-        process = launch.start(config, port, out)
-    url = f"http://127.0.0.1:{port}"
     try:
-        try:
-            launch.wait_healthy(url, process)
-        except RuntimeError as exc:
-            pytest.fail(f"{exc}:\n{log.read_text()[-3000:]}")
-        yield url, student
+        with running_app(config, tmp_path / "streamlit.log") as url:
+            yield url, student
     finally:
         student.release()
-        launch.stop(process)
 
 
 def test_bm25_results_are_shown_while_the_student_is_still_loading(held_student_app, browser, pydocs,  # noqa: F811

@@ -187,6 +187,13 @@ _EVIDENCE_SCHEMA: dict[str, Any] = {
 }
 # Length caps keep a schema-valid answer within a few hundred tokens (a cut-off answer is a failure).
 _REASONING_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 600}
+_LABEL_SCHEMA: dict[str, Any] = {"type": "integer", "enum": [0, 1, 2, 3]}
+
+
+def _answer_schema(**properties: Any) -> dict[str, Any]:
+    """A JSON answer object holding exactly ``properties``, every one required, in this order."""
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
 
 DIRECT = PromptTemplate(
     name="direct",
@@ -205,16 +212,7 @@ DIRECT = PromptTemplate(
     ),
     user="<query>\n{query}\n</query>\n\n<document>\n{document}\n</document>\n\n"
     "Judge this document for the query. Reply with the JSON object only.",
-    output_schema={
-        "type": "object",
-        "properties": {
-            "evidence": _EVIDENCE_SCHEMA,
-            "reasoning": _REASONING_SCHEMA,
-            "label": {"type": "integer", "enum": [0, 1, 2, 3]},
-        },
-        "required": ["evidence", "reasoning", "label"],
-        "additionalProperties": False,
-    },
+    output_schema=_answer_schema(evidence=_EVIDENCE_SCHEMA, reasoning=_REASONING_SCHEMA, label=_LABEL_SCHEMA),
 )
 
 PAIRWISE = PromptTemplate(
@@ -230,12 +228,7 @@ PAIRWISE = PromptTemplate(
     user="<query>\n{query}\n</query>\n\n<document id=\"A\">\n{doc_a}\n</document>\n\n"
     "<document id=\"B\">\n{doc_b}\n</document>\n\n"
     "Which document answers the query better? Reply with the JSON object only.",
-    output_schema={
-        "type": "object",
-        "properties": {"reasoning": _REASONING_SCHEMA, "preferred": {"type": "string", "enum": ["A", "B"]}},
-        "required": ["reasoning", "preferred"],
-        "additionalProperties": False,
-    },
+    output_schema=_answer_schema(reasoning=_REASONING_SCHEMA, preferred={"type": "string", "enum": ["A", "B"]}),
 )
 
 LISTWISE = PromptTemplate(
@@ -315,12 +308,7 @@ EXPLAIN_LABEL = PromptTemplate(
     ),
     user="<query>\n{query}\n</query>\n\n<document>\n{document}\n</document>\n\n"
     "Assessor's grade: {label} ({label_name}). Explain why. Reply with the JSON object only.",
-    output_schema={
-        "type": "object",
-        "properties": {"evidence": _EVIDENCE_SCHEMA, "reasoning": _REASONING_SCHEMA},
-        "required": ["evidence", "reasoning"],
-        "additionalProperties": False,
-    },
+    output_schema=_answer_schema(evidence=_EVIDENCE_SCHEMA, reasoning=_REASONING_SCHEMA),
     label_conditioned=True,
 )
 
@@ -351,16 +339,7 @@ DIRECT_CITE = PromptTemplate(
     ),
     user="<query>\n{query}\n</query>\n\n<document>\n{document}\n</document>\n\n"
     "Judge this document for the query; cite evidence by sentence number. Reply with the JSON object only.",
-    output_schema={
-        "type": "object",
-        "properties": {
-            "evidence": _CITATION_SCHEMA,
-            "reasoning": _REASONING_SCHEMA,
-            "label": {"type": "integer", "enum": [0, 1, 2, 3]},
-        },
-        "required": ["evidence", "reasoning", "label"],
-        "additionalProperties": False,
-    },
+    output_schema=_answer_schema(evidence=_CITATION_SCHEMA, reasoning=_REASONING_SCHEMA, label=_LABEL_SCHEMA),
     cites=True,
 )
 
@@ -381,12 +360,7 @@ EXPLAIN_LABEL_CITE = PromptTemplate(
     user="<query>\n{query}\n</query>\n\n<document>\n{document}\n</document>\n\n"
     "Assessor's grade: {label} ({label_name}). Explain why; cite evidence by sentence number. "
     "Reply with the JSON object only.",
-    output_schema={
-        "type": "object",
-        "properties": {"evidence": _CITATION_SCHEMA, "reasoning": _REASONING_SCHEMA},
-        "required": ["evidence", "reasoning"],
-        "additionalProperties": False,
-    },
+    output_schema=_answer_schema(evidence=_CITATION_SCHEMA, reasoning=_REASONING_SCHEMA),
     label_conditioned=True,
     cites=True,
 )
