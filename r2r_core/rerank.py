@@ -70,11 +70,11 @@ def rerank(
     for query_id in tqdm(list(candidates), desc=f"rerank {name}", unit="query", disable=not progress):
         ranked = candidates[query_id]
         doc_ids = [d.doc_id for d in ranked]
-        texts = [collection.documents[d].contents for d in doc_ids]
         started = time.perf_counter()
         if cache is not None and query_id in cache:
             scores, earlier_ms = cache[query_id]
         else:
+            texts = [collection.documents[d].contents for d in doc_ids]
             scores = np.asarray(scorer(collection.queries[query_id].text, texts) if doc_ids else [], dtype=np.float64)
             if scores.shape != (len(doc_ids),) or not np.isfinite(scores).all():
                 raise R2RError(f"system {name} did not return one finite score per candidate for query "

@@ -445,11 +445,11 @@ def evaluate_systems(
     per_query: dict[str, dict[str, float]] = {}
     files = {"report": "report.json", "table": "table.md", "plot": "per_query_ndcg10.png",
              "per_query": "per_query_ndcg10.tsv"}
-    students: dict[Path, object] = {}  # loaded once per folder, however many rows use it
+    models: dict[tuple[str, Path | None], object] = {}  # each reranker's model, loaded once for all its rows
     score_caches: dict[tuple[str, Path | None], ScoreCache] = {}  # one per reranker, shared by its fused rows
     for spec in tqdm(specs, desc="systems", unit="system", disable=not progress):
         run, latencies, extra, notes = _run_system(spec, specs, collection, candidates, retriever, reference,
-                                                   sample, depth, device, progress, students,
+                                                   sample, depth, device, progress, models,
                                                    score_caches.setdefault((spec.kind, spec.path), {}))
         run.name = spec.name
         run_file = Path("runs") / f"{spec.name}.trec"
@@ -488,14 +488,16 @@ def evaluate_systems(
 
 def _run_system(spec: SystemSpec, specs: Sequence[SystemSpec], collection: Collection, candidates: Run, retriever,
                 reference: TeacherReference | None, sample: Sequence[SamplePair], depth: int,
-                device: str | None, progress: bool, students: dict[Path, object], cache: ScoreCache,
+                device: str | None, progress: bool, models: dict[tuple[str, Path | None], object], cache: ScoreCache,
                 ) -> tuple[Run, list[float], dict[str, float | None], list[str]]:
     """(run, ms per query, explanation metrics, notes) of one system."""
     if spec.kind == "bm25":
         latencies = bm25_latencies(retriever, collection, candidates, depth, progress=progress)
         return Run("bm25", dict(candidates.items())), latencies, {}, []
     if spec.kind == "minilm-biencoder":
-        run, latencies = rerank(bi_encoder_scorer(device=device), collection, candidates, spec.name,
+        if (spec.kind, None) not in models:
+            models[spec.kind, None] = bi_encoder_scorer(device=device)
+        run, latencies = rerank(models[spec.kind, None], collection, candidates, spec.name,
                                 first_stage_weight=spec.first_stage_weight, cache=cache, progress=progress)
         return run, latencies, {}, []
     if spec.kind == "teacher":
@@ -507,9 +509,9 @@ def _run_system(spec: SystemSpec, specs: Sequence[SystemSpec], collection: Colle
     from r2r_core.student.api import load_student
 
     assert spec.path is not None  # checked by check_systems
-    if spec.path not in students:
-        students[spec.path] = load_student(spec.path, device=device)
-    student = students[spec.path]
+    if (spec.kind, spec.path) not in models:
+        models[spec.kind, spec.path] = load_student(spec.path, device=device)
+    student = models[spec.kind, spec.path]
     notes = []
     if hasattr(student, "document_vectors"):  # a dual encoder: an index holds passage embeddings ahead of queries
         texts = sorted({collection.documents[d].contents for q in candidates for d in candidates.doc_ids(q)})
