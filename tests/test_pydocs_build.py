@@ -1,4 +1,4 @@
-"""Tests for the `pydocs` collection builder (r2r_core/data/pydocs.py).
+"""Tests for the `pydocs` collection builder (the r2r_core/data/pydocs/ package).
 
 Most tests run on small reST snippets; the last one rebuilds the collection from the real Debian
 package and compares it with the committed assets/pydocs.
