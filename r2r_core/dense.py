@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -94,26 +95,32 @@ def ensure_embeddings(
     """The folder holding `collection`'s passage embeddings under `cache_root`, encoding them if needed.
 
     Written to a temporary sibling and renamed into place, as the Lucene index is: a crash never leaves
-    a cache that a later run would trust.
+    a cache that a later run would trust. Encoding is resumable: each chunk of documents is kept in a
+    `.partial` sibling as it is done, so an interrupted build (an app stopped during its five-minute
+    first embedding of a large collection) goes on where it stopped; the sibling is removed once the
+    cache is published. Its name carries the same key as the cache, so chunks never mix inputs.
     """
     target = dense_path_for(collection, cache_root, encoder)
     if read_dense_info(target) is not None:
         return target
     if not collection.documents:
         raise R2RError(f"collection {collection.name!r} has no documents to embed")
-    building = building_folder(target)
-    building.mkdir()
     started = time.perf_counter()
     doc_ids = sorted(collection.documents)
+    partial = partial_folder(target)
+    partial.mkdir(parents=True, exist_ok=True)
     chunks = []
     step = max(batch_size * 8, 1)
     for start in tqdm(range(0, len(doc_ids), step), desc=f"embedding {collection.name}", unit="chunk",
                       disable=not progress):
-        texts = [collection.documents[d].contents for d in doc_ids[start : start + step]]
-        chunks.append(encoder.encode(texts, batch_size=batch_size))
+        ids = doc_ids[start : start + step]
+        chunks.append(_embedded_chunk(partial / f"{start:08d}-{start + len(ids):08d}.npy", ids, collection,
+                                      encoder, batch_size))
         if on_progress is not None:
-            on_progress(f"embedding {collection.name}", start + len(texts), len(doc_ids))
+            on_progress(f"embedding {collection.name}", start + len(ids), len(doc_ids))
     matrix = np.concatenate(chunks, axis=0)
+    building = building_folder(target)
+    building.mkdir()
     np.save(building / EMBEDDINGS_FILE, matrix)
     (building / DOC_IDS_FILE).write_text(json.dumps(doc_ids), encoding="utf-8")
     info = DenseInfo(
@@ -122,7 +129,32 @@ def ensure_embeddings(
         num_docs=len(doc_ids), dim=int(matrix.shape[1]),
         built_at=utc_now(), build_seconds=build_seconds_since(started),
     )
-    return publish(building, target, DENSE_MARKER, info)
+    published = publish(building, target, DENSE_MARKER, info)
+    shutil.rmtree(partial, ignore_errors=True)
+    return published
+
+
+def partial_folder(target: Path) -> Path:
+    """Where the chunks of an unfinished embedding build of `target` are kept between runs."""
+    return target.with_name(f".{target.name}.partial")
+
+
+def _embedded_chunk(path: Path, doc_ids: Sequence[str], collection: Collection, encoder: BiEncoder,
+                    batch_size: int) -> np.ndarray:
+    """The embeddings of `doc_ids`: read from `path` when an earlier run finished this chunk, else
+    encoded and saved there (to a temporary name first: a half-written chunk is never read back)."""
+    if path.is_file():
+        try:
+            kept = np.load(path)
+        except (OSError, ValueError):
+            kept = None
+        if kept is not None and kept.ndim == 2 and kept.shape[0] == len(doc_ids):
+            return kept
+    vectors = encoder.encode([collection.documents[d].contents for d in doc_ids], batch_size=batch_size)
+    unfinished = path.with_name(f"{path.stem}.{time.time_ns()}.tmp.npy")
+    np.save(unfinished, vectors)
+    unfinished.replace(path)
+    return vectors
 
 
 class DenseRetriever:

@@ -23,6 +23,7 @@ from app import launch
 from r2r_core.config import R2RConfig
 from r2r_core.demo import prepare_demo_store
 from r2r_core.store import Store, TeacherJob
+from r2r_core.student.data import load_training_data
 from r2r_core.teacher.prompts import document_text
 
 pytestmark = pytest.mark.browser
@@ -300,6 +301,40 @@ def test_two_sessions_annotating_at_once_lose_nothing(server: Server, browser) -
         notes = [a.note for a in server.store.annotations(annotator=f"browser-{name}")]
         assert notes == [f"{name} 1", f"{name} 2", f"{name} 3"]
         page.context.close()
+
+
+def test_a_rationale_annotated_in_the_browser_leaves_the_next_training_input(server: Server, browser) -> None:
+    # What `r2r train --train-split all --dev-split ""` reads: every non-test teacher row, minus bad ones.
+    def training_targets() -> set[int | None]:
+        data = load_training_data(server.store, "pydocs", train_split=None, dev_split=None)
+        return {t.rationale_id for t in data.train_targets}
+
+    before = training_targets()
+    by_query: dict[str, list[int | None]] = {}
+    for row in server.store.rationales(collection="pydocs"):
+        if row.kind in ("direct", "pairwise", "listwise", "label_conditioned"):  # what the queue shows
+            by_query.setdefault(row.query_id, []).append(row.rationale_id)
+    query_id = next(q for q, ids in sorted(by_query.items()) if set(ids) <= before)  # every item trains
+
+    page = new_page(browser, "07-annotate-then-train")
+    page.goto(f"{server.url}/annotate")
+    page.locator('[data-testid="stForm"]').wait_for()
+    settle(page)
+    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').filter(has_text="Query").click()
+    page.keyboard.type(query_id)
+    page.keyboard.press("Enter")
+    settle(page)
+    fill_annotation(page, "wrong verdict", "keep out of training", "browser-train")
+    submit(page)
+    page.get_by_text("(1 this session)", exact=False).wait_for()
+    settle(page)
+    page.shot("saved")
+    (annotation,) = server.store.annotations(annotator="browser-train")
+    assert annotation.target_kind == "rationale"
+    annotated = annotation.target_id
+    assert annotated in before and annotated in by_query[query_id]
+    assert training_targets() == before - {annotated}
+    page.context.close()
 
 
 def test_pairwise_page_shows_both_heatmaps_and_both_explanations(server: Server, browser, pydocs,

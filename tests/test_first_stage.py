@@ -3,9 +3,11 @@ cached beside the index, and hybrid fusion."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from r2r_core.analysis import TechnicalAnalyzer, identifier_parts
@@ -380,3 +382,49 @@ def test_embedding_cache_is_rebuilt_when_a_document_or_the_length_changes(
     assert rebuilt != original and read_dense_info(rebuilt).fingerprint == changed.fingerprint()
     shorter = BiEncoder(hybrid_config.candidates.dense_model, max_length=64)
     assert dense_path_for(tiny_collection, hybrid_config.paths.index_dir, shorter) != original
+
+
+def test_an_interrupted_embedding_build_resumes_from_its_finished_chunks(
+    tiny_collection: Collection, hybrid_config: R2RConfig
+) -> None:
+    from r2r_core.dense import (
+        EMBEDDINGS_FILE,
+        BiEncoder,
+        dense_path_for,
+        ensure_embeddings,
+        partial_folder,
+    )
+
+    docs = dict(tiny_collection.documents)
+    docs.update({f"extra-{i:02d}": Document(f"extra-{i:02d}", f"Passage number {i} about module {i * 7}.", "")
+                 for i in range(14)})
+    collection = replace(tiny_collection, documents=docs)  # 20 documents: 3 chunks of 8 at batch size 1
+    encoded: list[int] = []
+
+    class Interrupted(BiEncoder):
+        """The real encoder, stopped (as a killed app is) after ``budget`` chunks."""
+
+        budget = 2
+
+        def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+            if len(encoded) == self.budget:
+                raise KeyboardInterrupt
+            encoded.append(len(texts))
+            return super().encode(texts, batch_size=batch_size, progress=progress)
+
+    model, length = hybrid_config.candidates.dense_model, hybrid_config.candidates.dense_max_length
+    cache = hybrid_config.paths.index_dir
+    with pytest.raises(KeyboardInterrupt):
+        ensure_embeddings(collection, cache, Interrupted(model, max_length=length), batch_size=1, progress=False)
+    target = dense_path_for(collection, cache, BiEncoder(model, max_length=length))
+    assert not target.exists() and len(list(partial_folder(target).glob("*.npy"))) == 2
+
+    encoded.clear()
+    Interrupted.budget = 99
+    folder = ensure_embeddings(collection, cache, Interrupted(model, max_length=length), batch_size=1,
+                               progress=False)
+    assert encoded == [4]  # only the last chunk (documents 16-19) was encoded again
+    assert not partial_folder(target).exists()
+
+    fresh = BiEncoder(model, max_length=length).encode([docs[d].contents for d in sorted(docs)], batch_size=1)
+    np.testing.assert_allclose(np.load(folder / EMBEDDINGS_FILE), fresh, atol=1e-5)

@@ -120,7 +120,6 @@ def student_side(students: Students, query: str, collection: Collection, hits: S
 
 
 def main() -> None:
-    state.start_students()  # the scorer loads in the background while BM25 answers
     st.title("R2R Studio")
     st.caption("Reason-to-Rank: BM25 candidates, re-ranked by a student that explains itself.")
     specs = state.collection_specs()
@@ -135,6 +134,9 @@ def main() -> None:
 
     collection = state.collection(spec)
     retriever = state.candidates(spec)
+    # The scorer loads in the background while BM25 answers, but only once Lucene is up: started together,
+    # the two imports share one interpreter lock and the first BM25 list came about 3 s later.
+    state.start_students()
     query_id, query = choose_query(collection)
     if not query.strip():
         st.info("Type a query, or pick a dataset query to see its relevance labels.")
