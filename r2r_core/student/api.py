@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -28,8 +28,8 @@ import numpy as np
 from r2r_core.errors import R2RError
 from r2r_core.teacher.prompts import MAX_LABEL
 
-__all__ = ["Comparison", "Explanation", "Student", "label_from_score", "load_student", "relevance_logits",
-           "student_kind"]
+__all__ = ["Comparison", "Explanation", "Student", "label_from_score", "load_student", "rank_results",
+           "relevance_logits", "student_kind"]
 
 # float32 P(relevant) is exactly 0 or 1 beyond |logit| ~17; clipping keeps log(p / (1 - p)) finite
 # (documents past the clip tie at about +-16.1).
@@ -99,6 +99,33 @@ def label_from_score(score: float) -> int:
     if not 0.0 <= score <= 1.0 or score != score:
         raise R2RError(f"a relevance probability must be in [0, 1], got {score!r}")
     return int(min(MAX_LABEL, max(0, round(score * MAX_LABEL))))
+
+
+def rank_results(
+    documents: Sequence[str],
+    logits: Sequence[float],
+    fields: Callable[[int], dict[str, Any]],
+    top_k: int | None,
+    return_documents: bool,
+    evidence: Callable[[int], list[Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """What a local student's ``rank`` answers, one shape for all of them: the documents best first by
+    ``logits`` (not by P(relevant), which float32 saturates into ties; equal logits by index), cut to
+    ``top_k``, each {"corpus_id": index, **fields(index), "text"? (return_documents), "evidence"?}.
+
+    evidence: None leaves the key out; else it is called for the documents kept only (the dual encoder
+    embeds a document's sentences for it).
+    """
+    order = sorted(range(len(documents)), key=lambda i: (-float(logits[i]), i))
+    results = []
+    for i in order[:top_k]:
+        item: dict[str, Any] = {"corpus_id": i, **fields(i)}
+        if return_documents:
+            item["text"] = documents[i]
+        if evidence is not None:
+            item["evidence"] = evidence(i)
+        results.append(item)
+    return results
 
 
 def relevance_logits(student: Student, query: str, documents: Sequence[str]) -> np.ndarray:

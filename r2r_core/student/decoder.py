@@ -42,11 +42,21 @@ import torch
 from torch import Tensor, nn
 
 from r2r_core.config import check_known_keys
-from r2r_core.errors import OfflineError, R2RError
-from r2r_core.student.api import Comparison, Explanation, label_from_score
+from r2r_core.errors import R2RError
+from r2r_core.student.api import Comparison, Explanation, label_from_score, rank_results
 from r2r_core.student.bases import DECODER_CONFIG_NAME, gguf_base, models_dir, prepare_base
-from r2r_core.student.fast import _quiet_loading, _sigmoid, resolve_base_model, select_device
-from r2r_core.student.saving import adapter_state, load_adapter_state, read_saved, write_saved
+from r2r_core.student.fast import (
+    _amp_dtype,
+    _quiet_loading,
+    _sigmoid,
+    add_lora,
+    autocast,
+    base_load_error,
+    hidden_width,
+    resolve_base_model,
+    select_device,
+)
+from r2r_core.student.saving import adapter_state, check_base_digest, load_adapter_state, read_saved, write_saved
 from r2r_core.teacher.prompts import LABEL_SCALE
 
 __all__ = [
@@ -244,12 +254,7 @@ def _load_decoder(config: DecoderStudentConfig, cache_dir: Path | None) -> tuple
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as exc:
-        if Path(path).exists():
-            raise R2RError(f"cannot load decoder base {config.base_model!r} from {path}: {exc}") from exc
-        raise OfflineError(
-            f"cannot load decoder base {config.base_model!r} (not local; a hub id needs the network or its "
-            f"cache; offline, use {DEFAULT_BASE_MODEL!r}): {exc}"
-        ) from exc
+        raise base_load_error("decoder base", config.base_model, path, exc, DEFAULT_BASE_MODEL) from exc
     if getattr(tokenizer, "chat_template", None) is None:
         raise R2RError(f"decoder base {config.base_model!r} has no chat template: use an instruct model")
     if not getattr(tokenizer, "is_fast", False):
@@ -257,12 +262,7 @@ def _load_decoder(config: DecoderStudentConfig, cache_dir: Path | None) -> tuple
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if config.adapter == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                          target_modules=config.lora_targets, bias="none", task_type="CAUSAL_LM")
-        with _quiet_loading():
-            model = get_peft_model(model, lora)
+        model = add_lora(model, config, task_type="CAUSAL_LM")
     return model, tokenizer, gguf_sha
 
 
@@ -325,9 +325,7 @@ class DecoderStudent:
             return
         self.config = config or DecoderStudentConfig(base_model=model_name_or_path)
         lm, self.tokenizer, self.base_sha256 = _load_decoder(self.config, Path(cache_dir) if cache_dir else None)
-        hidden = int(getattr(lm.config, "hidden_size", 0) or 0)
-        if hidden <= 0:
-            raise R2RError(f"decoder base {self.config.base_model!r} has no hidden_size in its config")
+        hidden = hidden_width(lm, "decoder base", self.config.base_model)
         self.device = select_device(device)
         self.model = DecoderStudentModel(lm, hidden).to(self.device)
         self.model.eval()
@@ -441,8 +439,7 @@ class DecoderStudent:
         return logits, truncated
 
     def _autocast(self) -> Any:
-        dtype = _cuda_amp_dtype(self.device)
-        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+        return autocast(self.device, _amp_dtype(self.device))
 
     def predict(
         self, pairs: Sequence[tuple[str, str]], batch_size: int = 16, *, apply_sigmoid: bool = True
@@ -471,16 +468,8 @@ class DecoderStudent:
             return []
         logits, truncated = self._logits([(query, d) for d in documents], batch_size)
         probs = _sigmoid(logits)
-        order = sorted(range(len(documents)), key=lambda i: (-float(logits[i]), i))
-        results = []
-        for i in order[: top_k if top_k is not None else len(order)]:
-            item: dict[str, Any] = {"corpus_id": i, "score": float(probs[i]), "truncated": truncated[i]}
-            if return_documents:
-                item["text"] = documents[i]
-            if return_evidence:
-                item["evidence"] = []
-            results.append(item)
-        return results
+        return rank_results(documents, logits, lambda i: {"score": float(probs[i]), "truncated": truncated[i]},
+                            top_k, return_documents, (lambda i: []) if return_evidence else None)
 
     # ------------------------------------------------------------------ generation
 
@@ -573,16 +562,7 @@ class DecoderStudent:
         meta = read_saved(path, CONFIG_NAME, FORMAT, FORMAT_VERSION, "decoder student")
         config = DecoderStudentConfig.from_dict(meta["config"])
         student = cls(config.base_model, config=config, device=device, cache_dir=cache_dir)
-        expected = meta.get("base_sha256")
-        if expected is not None and student.base_sha256 is not None and expected != student.base_sha256:
-            raise R2RError(f"{path} was trained on base weights with sha256 {expected[:12]}..., but "
-                           f"{config.base_model!r} now resolves to {student.base_sha256[:12]}...")
+        check_base_digest(path, config.base_model, meta.get("base_sha256"), student.base_sha256)
         student.load_trainable_state_dict(load_file(str(meta["weights_path"])))
         student.model.to(student.device).eval()
         return student
-
-
-def _cuda_amp_dtype(device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

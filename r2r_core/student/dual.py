@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from r2r_core.config import check_known_keys
 from r2r_core.errors import R2RError
 from r2r_core.sentences import sentence_spans
-from r2r_core.student.api import Comparison, Explanation
+from r2r_core.student.api import Comparison, Explanation, rank_results
 from r2r_core.student.fast import (
     DEFAULT_BASE_MODEL,
     EvidenceSpan,
@@ -57,7 +57,7 @@ from r2r_core.student.fast import (
     base_weights_sha256,
     select_device,
 )
-from r2r_core.student.saving import adapter_state, load_adapter_state, read_saved, write_saved
+from r2r_core.student.saving import adapter_state, check_base_digest, load_adapter_state, read_saved, write_saved
 from r2r_core.teacher.prompts import MAX_LABEL
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "DualEncoderConfig", "DualEncoderStudent", "sentence_spans"]
@@ -277,16 +277,10 @@ class DualEncoderStudent:
              batch_size: int = 32, *, return_evidence: bool = False) -> list[dict[str, Any]]:
         """sentence-transformers CrossEncoder.rank: [{"corpus_id", "score", "text"?, "evidence"?}], best first."""
         logits = self.predict([(query, d) for d in documents], batch_size=batch_size, apply_sigmoid=False)
-        order = sorted(range(len(documents)), key=lambda i: (-float(logits[i]), i))[:top_k]
-        results = []
-        for i in order:
-            item: dict[str, Any] = {"corpus_id": i, "score": float(1.0 / (1.0 + math.exp(-logits[i])))}
-            if return_documents:
-                item["text"] = documents[i]
-            if return_evidence:
-                item["evidence"] = [tuple(span) for span in self.evidence(query, documents[i])]
-            results.append(item)
-        return results
+        return rank_results(documents, logits, lambda i: {"score": float(1.0 / (1.0 + math.exp(-logits[i])))},
+                            top_k, return_documents,
+                            (lambda i: [tuple(span) for span in self.evidence(query, documents[i])])
+                            if return_evidence else None)
 
     def evidence(self, query: str, document: str) -> list[EvidenceSpan]:
         """The document's sentences closest to the query (see the module docstring), in document order."""
@@ -358,10 +352,8 @@ class DualEncoderStudent:
 
         meta = read_saved(path, CONFIG_NAME, FORMAT, FORMAT_VERSION, "dual-encoder student")
         student = cls(DualEncoderConfig.from_dict(meta["config"]), device=device)
-        expected, actual = meta.get("base_sha256"), base_weights_sha256(student._base_path)
-        if expected and actual and expected != actual:
-            raise R2RError(f"{path}: base model {student.config.base_model!r} has different weights "
-                           f"(sha256 {actual[:12]}) from those it was trained on ({expected[:12]})")
+        check_base_digest(path, student.config.base_model, meta.get("base_sha256"),
+                          base_weights_sha256(student._base_path))
         load_adapter_state(student.encoder, load_file(str(meta["weights_path"])), student.config.adapter,
                            student.config.base_model)
         student.encoder.eval()

@@ -56,9 +56,9 @@ from torch import Tensor, nn
 
 from r2r_core.config import check_known_keys
 from r2r_core.errors import OfflineError, R2RError
-from r2r_core.student.api import Comparison, Explanation, label_from_score
+from r2r_core.student.api import Comparison, Explanation, label_from_score, rank_results
 from r2r_core.student.losses import IGNORE_INDEX
-from r2r_core.student.saving import adapter_state, load_adapter_state, read_saved, write_saved
+from r2r_core.student.saving import adapter_state, check_base_digest, load_adapter_state, read_saved, write_saved
 
 __all__ = [
     "CONFIG_NAME",
@@ -70,7 +70,11 @@ __all__ = [
     "FastScorerConfig",
     "FastScorerModel",
     "ScoredPair",
+    "add_lora",
+    "autocast",
+    "base_load_error",
     "evidence_labels",
+    "hidden_width",
     "resolve_base_model",
     "select_device",
 ]
@@ -217,6 +221,38 @@ def _quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def base_load_error(what: str, base_model: str, path: str, exc: OSError, offline_base: str) -> R2RError:
+    """The error for a base that transformers could not load from ``path`` (``what``: "base model",
+    "decoder base"): R2RError for a local folder (it is broken), OfflineError otherwise (a hub id that is
+    neither reachable nor cached), naming ``offline_base``, the student's default, which works offline."""
+    if Path(path).exists():
+        return R2RError(f"cannot load {what} {base_model!r} from {path}: {exc}")
+    return OfflineError(
+        f"cannot load {what} {base_model!r} (not a local folder; a Hugging Face id needs the hub or its local "
+        f"cache; offline, use {offline_base!r}): {exc}"
+    )
+
+
+def add_lora(model: nn.Module, config: Any, task_type: str | None = None) -> nn.Module:
+    """``model`` wrapped by peft with LoRA as ``config`` (either student's config) asks: rank, alpha,
+    dropout and target modules; biases stay frozen. task_type: peft's, e.g. "CAUSAL_LM" for a decoder."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=config.lora_targets, bias="none", task_type=task_type)
+    with _quiet_loading():
+        return get_peft_model(model, lora)
+
+
+def hidden_width(model: nn.Module, what: str, base_model: str) -> int:
+    """The width of ``model``'s hidden states, which a student's heads are built for; R2RError when the
+    base's config does not give it (``what``: "base model", "decoder base")."""
+    hidden = int(getattr(model.config, "hidden_size", 0) or 0)
+    if hidden <= 0:
+        raise R2RError(f"{what} {base_model!r} has no hidden_size in its config")
+    return hidden
+
+
 def _load_encoder(config: FastScorerConfig) -> tuple[nn.Module, Any, str]:
     """(encoder, tokenizer, resolved path); the encoder wrapped with LoRA when adapter == "lora"."""
     from transformers import AutoModel, AutoTokenizer
@@ -233,26 +269,11 @@ def _load_encoder(config: FastScorerConfig) -> tuple[nn.Module, Any, str]:
                 encoder = AutoModel.from_pretrained(path)
             tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as exc:
-        if Path(path).exists():
-            raise R2RError(f"cannot load base model {config.base_model!r} from {path}: {exc}") from exc
-        raise OfflineError(
-            f"cannot load base model {config.base_model!r} (not a local folder; a Hugging Face id needs the "
-            f"hub or its local cache; offline, use {DEFAULT_BASE_MODEL!r}): {exc}"
-        ) from exc
+        raise base_load_error("base model", config.base_model, path, exc, DEFAULT_BASE_MODEL) from exc
     if not getattr(tokenizer, "is_fast", False):
         raise R2RError(f"base model {config.base_model!r} has no fast tokenizer: evidence spans need offset mappings")
     if config.adapter == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.lora_targets,
-            bias="none",
-        )
-        with _quiet_loading():
-            encoder = get_peft_model(encoder, lora)
+        encoder = add_lora(encoder, config)
     return encoder, tokenizer, path
 
 
@@ -326,9 +347,7 @@ class FastScorer:
             config = FastScorerConfig.from_dict({**asdict(config), "max_length": max_length})
         self.config = config
         encoder, self.tokenizer, self._base_path = _load_encoder(config)
-        hidden = int(getattr(encoder.config, "hidden_size", 0) or 0)
-        if hidden <= 0:
-            raise R2RError(f"base model {config.base_model!r} has no hidden_size in its config")
+        hidden = hidden_width(encoder, "base model", config.base_model)
         self.device = select_device(device)
         self.model = FastScorerModel(encoder, hidden).to(self.device)
         self.model.eval()
@@ -378,8 +397,7 @@ class FastScorer:
     # ------------------------------------------------------------------ scoring
 
     def _autocast(self) -> Any:
-        dtype = self.amp_dtype or torch.float32
-        return torch.autocast(self.device.type, dtype=dtype, enabled=self.amp_dtype is not None)
+        return autocast(self.device, self.amp_dtype)
 
     def _run(
         self, pairs: Sequence[tuple[str, str]], batch_size: int, with_tokens: bool
@@ -471,16 +489,9 @@ class FastScorer:
             logits, _, truncated = self._run(pairs, batch_size, with_tokens=False)
             probs = _sigmoid(logits)
             scored = [ScoredPair(float(p), float(s), [], t) for p, s, t in zip(probs, logits, truncated, strict=True)]
-        order = sorted(range(len(documents)), key=lambda i: (-scored[i].logit, i))
-        results = []
-        for i in order[: top_k if top_k is not None else len(order)]:
-            item: dict[str, Any] = {"corpus_id": i, "score": scored[i].score, "truncated": scored[i].truncated}
-            if return_documents:
-                item["text"] = documents[i]
-            if return_evidence:
-                item["evidence"] = scored[i].evidence
-            results.append(item)
-        return results
+        return rank_results(documents, [s.logit for s in scored],
+                            lambda i: {"score": scored[i].score, "truncated": scored[i].truncated},
+                            top_k, return_documents, (lambda i: scored[i].evidence) if return_evidence else None)
 
     # ------------------------------------------------------------------ explain / compare (no generation)
 
@@ -549,13 +560,8 @@ class FastScorer:
         config = FastScorerConfig.from_dict(meta["config"])
         scorer = cls(config.base_model, config=config, device=device, amp=amp)
         expected = meta.get("base_sha256")
-        if expected is not None:
-            actual = base_weights_sha256(scorer._base_path)
-            if actual is not None and actual != expected:
-                raise R2RError(
-                    f"{path} was trained on base weights with sha256 {expected[:12]}..., but "
-                    f"{config.base_model!r} now resolves to weights with sha256 {actual[:12]}..."
-                )
+        if expected is not None:  # hashing the base reads all its weights: only when there is a digest to check
+            check_base_digest(path, config.base_model, expected, base_weights_sha256(scorer._base_path))
         scorer.load_trainable_state_dict(load_file(str(meta["weights_path"])))
         scorer.model.to(scorer.device).eval()
         return scorer
@@ -566,6 +572,12 @@ def _amp_dtype(device: torch.device) -> torch.dtype | None:
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    """``torch.autocast`` to ``dtype`` on ``device``, or a disabled one for None (fp32): entered the same way
+    on every device, so scoring and training code has one path for CPU and CUDA."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from r2r_core.errors import R2RError
 
-__all__ = ["adapter_state", "load_adapter_state", "read_saved", "write_saved"]
+__all__ = ["adapter_state", "check_base_digest", "load_adapter_state", "read_saved", "write_saved"]
 
 
 def adapter_state(module: nn.Module, adapter: str) -> dict[str, Tensor]:
@@ -39,6 +39,15 @@ def load_adapter_state(module: nn.Module, state: dict[str, Tensor], adapter: str
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected:
         raise R2RError(f"saved LoRA weights do not fit base {base_model!r}: {unexpected[:3]}")
+
+
+def check_base_digest(folder: str | Path, base_model: str, expected: str | None, actual: str | None) -> None:
+    """R2RError when a saved student's base now resolves to other weights than it was trained on (its
+    adapter would load without complaint and score nonsense). expected: the sha256 saved with the student;
+    actual: that of the base as it resolves now; either None (not known, e.g. a hub id) passes."""
+    if expected is not None and actual is not None and expected != actual:
+        raise R2RError(f"{folder} was trained on base weights with sha256 {expected[:12]}..., but "
+                       f"{base_model!r} now resolves to weights with sha256 {actual[:12]}...")
 
 
 def write_saved(folder: str | Path, config_name: str, weights_name: str, meta: dict[str, Any],

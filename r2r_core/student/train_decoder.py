@@ -37,39 +37,40 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from tqdm.auto import tqdm
 
 from r2r_core.config import check_known_keys
 from r2r_core.errors import R2RError
 from r2r_core.student.data import QueryExample, RationaleTarget, check_trainable
 from r2r_core.student.decoder import DecoderStudent, DecoderStudentConfig, compare_target, direct_target
-from r2r_core.student.fast import select_device
+from r2r_core.student.fast import autocast, select_device
 from r2r_core.student.losses import generation_loss
 from r2r_core.student.training import (
+    Checkpointer,
     QuerySampler,
     StepBatch,
     TrainReport,
-    average_gradients,
     build_optimizer,
+    check_amp_and_weights,
+    check_step_counts,
+    checkpoint_path,
+    end_step,
+    finish_steps,
     init_distributed,
-    lr_factor,
     make_batch,
+    optimizer_step,
     ranking_terms,
     resolve_amp,
-    rng_states,
-    save_checkpoint,
-    set_rng_states,
+    schedule_lr,
+    step_bar,
     torch_threads,
     weights_digest,
+    write_report,
 )
 
 __all__ = ["DecoderTrainConfig", "evaluate_decoder_losses", "target_texts", "train_decoder_student"]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoint"
-CHECKPOINT_FILE = "state.pt"
-REPORT_FILE = "train_report.json"
 OBJECTIVES = ("pointwise", "pairwise", "listwise", "generation")
 
 
@@ -106,19 +107,12 @@ class DecoderTrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = DecoderStudentConfig.from_dict(self.model)
-        for name in ("steps", "queries_per_step", "docs_per_query", "checkpoint_every", "log_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise R2RError(f"DecoderTrainConfig.{name} must be a positive integer, got {value!r}")
-        if self.docs_per_query < 2:
-            raise R2RError("DecoderTrainConfig.docs_per_query must be at least 2 (pairs and lists need two)")
+        check_step_counts(self, "DecoderTrainConfig")
         if self.rationales_per_step < 0:
             raise R2RError(f"DecoderTrainConfig.rationales_per_step must be >= 0, got {self.rationales_per_step}")
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            raise R2RError(f"DecoderTrainConfig.amp must be auto, bf16, fp16 or off, got {self.amp!r}")
-        weights = [self.pointwise_weight, self.pairwise_weight, self.listwise_weight, self.generation_weight]
-        if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
-            raise R2RError(f"loss weights must be >= 0 and not all 0, got {weights}")
+        check_amp_and_weights(self, "DecoderTrainConfig",
+                              [self.pointwise_weight, self.pairwise_weight, self.listwise_weight,
+                               self.generation_weight])
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DecoderTrainConfig:
@@ -180,16 +174,16 @@ def evaluate_decoder_losses(
     sums: dict[str, list[float]] = {}
     was_training = student.model.training
     student.model.eval()
-    autocast = _autocast(student.device, None)
+    no_autocast = autocast(student.device, None)
     try:
         with torch.no_grad():
             for example in examples:
-                terms, _ = _ranking_losses(student, make_batch([example], 0, None), config, autocast)
+                terms, _ = _ranking_losses(student, make_batch([example], 0, None), config, no_autocast)
                 for name, value in terms.items():
                     sums.setdefault(name, []).append(float(value))
             texts = target_texts(student, targets)
             for start in range(0, len(texts), 4):
-                value = _generation_loss(student, texts[start : start + 4], autocast)
+                value = _generation_loss(student, texts[start : start + 4], no_autocast)
                 sums.setdefault("generation", []).append(float(value))
     finally:
         student.model.train(was_training)
@@ -197,10 +191,6 @@ def evaluate_decoder_losses(
 
 
 # --------------------------------------------------------------------------- training
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def _fingerprint(examples: Sequence[QueryExample], targets: Sequence[RationaleTarget]) -> str:
@@ -251,9 +241,7 @@ def _train(
     leaked = sorted({t.query_id for t in [*targets, *dev_targets] if (t.split or "").lower() == "test"})
     if leaked:
         raise R2RError(f"test-split rationales must never be used for training: {leaked[:10]}")
-    ckpt_path = out / CHECKPOINT_DIR / CHECKPOINT_FILE
-    if ckpt_path.exists() and not resume:
-        raise R2RError(f"{out} already holds a training checkpoint: pass resume=True or use a new folder")
+    ckpt_path = checkpoint_path(out, resume=resume)
     fingerprint = _fingerprint(examples, targets)
 
     # ---- model, optimizer, samplers (one per data-parallel rank)
@@ -262,6 +250,7 @@ def _train(
     context = init_distributed(device)
     student = DecoderStudent(config.model.base_model, config=config.model, device=device, cache_dir=cache_dir)
     amp_dtype = resolve_amp(config.amp, device)
+    step_autocast = autocast(device, amp_dtype)
     optimizer = build_optimizer(student.model, config, ("rank_head.",), device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     query_sampler = QuerySampler(max(1, len(examples)), config.seed + context.rank)
@@ -269,77 +258,43 @@ def _train(
     history: list[dict[str, float]] = []
     start_step, truncated_total = 0, 0
     params = [p for p in student.model.parameters() if p.requires_grad]
+    checkpointer = Checkpointer(ckpt_path, student, optimizer, scaler, query_sampler, device, config, fingerprint)
 
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if state["model_config"] != asdict(config.model):
-            raise R2RError(f"{ckpt_path} was trained with another model config: {state['model_config']}")
-        if state["data_fingerprint"] != fingerprint:
-            raise R2RError(f"{ckpt_path} was trained on other data; resume needs the same examples and rationales")
-        student.load_trainable_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        query_sampler.load(state["sampler"])
+        state = checkpointer.restore("other data; resume needs the same examples and rationales", weights_only=False)
         target_rng.setstate(state["target_rng"])
-        set_rng_states(state["rng"], device)
         history, start_step, truncated_total = list(state["history"]), int(state["step"]), int(state["truncated"])
         log.info("resuming %s from step %d", out, start_step)
 
     def checkpoint(step: int) -> None:
-        if not context.is_main:
-            return
-        save_checkpoint(ckpt_path, {
-            "step": step, "model": student.trainable_state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(), "sampler": query_sampler.state(), "target_rng": target_rng.getstate(),
-            "rng": rng_states(device), "history": history, "truncated": truncated_total,
-            "model_config": asdict(config.model), "data_fingerprint": fingerprint,
-            "train_config": {k: v for k, v in asdict(config).items() if k != "model"},
-        })
-
-    autocast = _autocast(device, amp_dtype)
+        if context.is_main:
+            checkpointer.save(step, history, truncated_total, target_rng=target_rng.getstate())
 
     # ---- the loop
     student.model.train()
     started = time.perf_counter()
-    bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps,
-               disable=not (config.progress and context.is_main), desc="r2r student", dynamic_ncols=True)
+    bar = step_bar(start_step, config, context, "r2r student")
     for step in bar:
-        factor = lr_factor(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
+        factor = schedule_lr(optimizer, step, config)
 
         terms: dict[str, torch.Tensor] = {}
         if examples:  # 1. ranking objectives on sampled candidates
             picked = [examples[i] for i in query_sampler.next(config.queries_per_step)]
             ranking, truncated = _ranking_losses(
-                student, make_batch(picked, config.docs_per_query, query_sampler.rng), config, autocast)
+                student, make_batch(picked, config.docs_per_query, query_sampler.rng), config, step_autocast)
             terms.update(ranking)
             truncated_total += truncated
         if targets and config.rationales_per_step:  # 2. generation on sampled rationales
             chosen = [targets[target_rng.randrange(len(targets))] for _ in range(config.rationales_per_step)]
-            terms["generation"] = _generation_loss(student, target_texts(student, chosen), autocast)
+            terms["generation"] = _generation_loss(student, target_texts(student, chosen), step_autocast)
         loss = _weighted(terms, config, params[0])
 
-        optimizer.zero_grad(set_to_none=True)  # 3. one optimizer step on the weighted sum
-        scaler.scale(loss).backward()
-        average_gradients(params, context)
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        optimizer_step(loss, optimizer, scaler, params, context, config.grad_clip)  # 3. on the weighted sum
 
         record = {"step": step + 1, "lr": config.learning_rate * factor, "loss": float(loss.detach()),
                   **{k: float(v.detach()) for k, v in terms.items()}}
-        history.append(record)
-        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-            bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k in ("loss", *OBJECTIVES)})
-            log.info("step %d %s", step + 1, {k: round(v, 4) for k, v in record.items() if k != "step"})
-        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-            checkpoint(step + 1)
-    bar.close()
-    seconds = time.perf_counter() - started
-    final_step = max(start_step, config.steps)
-    checkpoint(final_step)
+        end_step(record, history, bar, config, OBJECTIVES, checkpoint)
+    seconds, final_step = finish_steps(bar, started, start_step, config, checkpoint)
 
     # ---- save the model and the report (rank 0)
     student.model.eval()
@@ -358,7 +313,5 @@ def _train(
     )
     if context.is_main:
         student.save_pretrained(out)
-        (out / REPORT_FILE).write_text(json.dumps(
-            {"config": asdict(config), "report": asdict(report), "rationales": len(targets)}, indent=1) + "\n",
-            encoding="utf-8")
+        write_report(out, {"config": asdict(config), "report": asdict(report), "rationales": len(targets)})
     return report

@@ -48,11 +48,13 @@ from r2r_core.student.saving import adapter_state, load_adapter_state
 from r2r_core.student.training import (
     QuerySampler,
     build_optimizer,
-    lr_factor,
+    checkpoint_path,
     rng_states,
     save_checkpoint,
+    schedule_lr,
     set_rng_states,
     torch_threads,
+    write_report,
 )
 from r2r_core.teacher.synthesize import SyntheticQuery
 
@@ -61,8 +63,6 @@ __all__ = ["DualExample", "DualTrainConfig", "contrastive_loss", "synthetic_exam
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "checkpoint/state.pt"
-REPORT_FILE = "train_report.json"
 HELD_OUT = ("dev", "test")
 
 
@@ -260,9 +260,7 @@ def _train(examples: list[DualExample], collection: Collection, config: DualTrai
                      - set(collection.documents))
     if missing:
         raise R2RError(f"training examples name {len(missing)} documents not in {collection.name}: {missing[:5]}")
-    checkpoint_path = out / CHECKPOINT_FILE
-    if checkpoint_path.exists() and not resume:
-        raise R2RError(f"{out} already holds a training checkpoint: pass resume=True or use a new folder")
+    ckpt_path = checkpoint_path(out, resume=resume)
 
     torch.manual_seed(config.seed)
     student = DualEncoderStudent(config.model, device=config.device)
@@ -293,7 +291,7 @@ def _train(examples: list[DualExample], collection: Collection, config: DualTrai
             student.save_pretrained(out)
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(checkpoint_path, {
+        save_checkpoint(ckpt_path, {
             "step": step, "model": adapter_state(student.encoder, config.model.adapter),
             "optimizer": optimizer.state_dict(), "samplers": [contrastive_sampler.state(), distill_sampler.state()],
             "rng": rng_states(student.device), "py_rng": rng.getstate(), "history": history,
@@ -301,10 +299,10 @@ def _train(examples: list[DualExample], collection: Collection, config: DualTrai
             "model_config": asdict(config.model),
         })
 
-    if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if state["fingerprint"] != fingerprint or state["model_config"] != asdict(config.model):
-            raise R2RError(f"{checkpoint_path} was trained on other data or another model config")
+            raise R2RError(f"{ckpt_path} was trained on other data or another model config")
         load_adapter_state(student.encoder, state["model"], config.model.adapter, config.model.base_model)
         optimizer.load_state_dict(state["optimizer"])
         contrastive_sampler.load(state["samplers"][0])
@@ -324,9 +322,7 @@ def _train(examples: list[DualExample], collection: Collection, config: DualTrai
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="dual encoder",
                disable=not config.progress, dynamic_ncols=True)
     for step in bar:
-        factor = lr_factor(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
+        factor = schedule_lr(optimizer, step, config)
         parts: dict[str, Tensor] = {}
         if contrastive:
             picked = [contrastive[i] for i in contrastive_sampler.next(config.batch_queries)]
@@ -367,8 +363,7 @@ def _train(examples: list[DualExample], collection: Collection, config: DualTrai
     ran = max(0, config.steps - start)
     report = DualTrainReport(str(out), max(start, config.steps), seconds, seconds / ran if ran else 0.0,
                              len(contrastive), len(distill), best_step, best_dev, base_dev, history)
-    (out / REPORT_FILE).write_text(json.dumps({"config": asdict(config), "report": asdict(report)}, indent=1) + "\n",
-                                   encoding="utf-8")
+    write_report(out, {"config": asdict(config), "report": asdict(report)})
     return report
 
 

@@ -40,38 +40,39 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from tqdm.auto import tqdm
 
 from r2r_core.config import check_known_keys
 from r2r_core.errors import R2RError
 from r2r_core.student.data import QueryExample, check_trainable
-from r2r_core.student.fast import FastScorer, FastScorerConfig, evidence_labels, select_device
+from r2r_core.student.fast import FastScorer, FastScorerConfig, autocast, evidence_labels, select_device
 from r2r_core.student.losses import evidence_token_loss
 from r2r_core.student.training import (
+    Checkpointer,
     QuerySampler,
     StepBatch,
     TrainReport,
-    average_gradients,
     build_optimizer,
+    check_amp_and_weights,
+    check_step_counts,
+    checkpoint_path,
+    end_step,
+    finish_steps,
     init_distributed,
-    lr_factor,
     make_batch,
+    optimizer_step,
     ranking_terms,
     resolve_amp,
-    rng_states,
-    save_checkpoint,
-    set_rng_states,
+    schedule_lr,
+    step_bar,
     torch_threads,
     weights_digest,
+    write_report,
 )
 
 __all__ = ["FastTrainConfig", "TrainReport", "evaluate_losses", "train_fast_scorer"]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoint"
-CHECKPOINT_FILE = "state.pt"
-REPORT_FILE = "train_report.json"
 OBJECTIVES = ("pointwise", "pairwise", "listwise", "evidence")
 
 
@@ -109,19 +110,11 @@ class FastTrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):  # from JSON
             self.model = FastScorerConfig.from_dict(self.model)
-        for name in ("steps", "queries_per_step", "docs_per_query", "checkpoint_every", "log_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise R2RError(f"FastTrainConfig.{name} must be a positive integer, got {value!r}")
-        if self.docs_per_query < 2:
-            raise R2RError("FastTrainConfig.docs_per_query must be at least 2 (pairs and lists need two)")
+        check_step_counts(self, "FastTrainConfig")
         if self.num_threads is not None and (isinstance(self.num_threads, bool) or self.num_threads < 1):
             raise R2RError(f"FastTrainConfig.num_threads must be a positive integer or None, got {self.num_threads!r}")
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            raise R2RError(f"FastTrainConfig.amp must be auto, bf16, fp16 or off, got {self.amp!r}")
-        weights = [self.pointwise_weight, self.pairwise_weight, self.listwise_weight, self.evidence_weight]
-        if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
-            raise R2RError(f"loss weights must be >= 0 and not all 0, got {weights}")
+        check_amp_and_weights(self, "FastTrainConfig",
+                              [self.pointwise_weight, self.pairwise_weight, self.listwise_weight, self.evidence_weight])
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FastTrainConfig:
@@ -169,7 +162,8 @@ def evaluate_losses(
         with torch.no_grad():
             for start in range(0, len(examples), queries_per_batch):
                 chunk = examples[start : start + queries_per_batch]
-                total, parts, _ = _batch_losses(scorer, make_batch(chunk, 0, None), config, _autocast(scorer, None))
+                batch = make_batch(chunk, 0, None)
+                total, parts, _ = _batch_losses(scorer, batch, config, autocast(scorer.device, None))
                 for name, value in {"loss": float(total), **parts}.items():
                     sums[name] = sums.get(name, 0.0) + value * len(chunk)
                     counts[name] = counts.get(name, 0) + len(chunk)
@@ -179,10 +173,6 @@ def evaluate_losses(
 
 
 # --------------------------------------------------------------------------- training
-
-
-def _autocast(scorer: FastScorer, dtype: torch.dtype | None) -> Any:
-    return torch.autocast(scorer.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def _data_fingerprint(examples: Sequence[QueryExample]) -> str:
@@ -222,9 +212,7 @@ def _train(
         raise R2RError("no training examples with a teacher signal (scores, pairs or evidence)")
     check_trainable(examples)
     check_trainable(dev_examples)
-    ckpt_path = out / CHECKPOINT_DIR / CHECKPOINT_FILE
-    if ckpt_path.exists() and not resume:
-        raise R2RError(f"{out} already holds a training checkpoint: pass resume=True or use a new folder")
+    ckpt_path = checkpoint_path(out, resume=resume)
     fingerprint = _data_fingerprint(examples)
 
     # ---- model, optimizer, sampler
@@ -233,81 +221,44 @@ def _train(
     context = init_distributed(device)
     scorer = FastScorer(config.model.base_model, config=config.model, device=device, amp=False)
     amp_dtype = resolve_amp(config.amp, device)
+    step_autocast = autocast(device, amp_dtype)
     optimizer = build_optimizer(scorer.model, config, ("rank_head.", "evidence_head."), device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     sampler = QuerySampler(len(examples), config.seed + context.rank)  # each rank its own queries
     history: list[dict[str, float]] = []
     start_step, truncated_total = 0, 0
+    params = [p for p in scorer.model.parameters() if p.requires_grad]
+    checkpointer = Checkpointer(ckpt_path, scorer, optimizer, scaler, sampler, device, config, fingerprint)
 
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state["model_config"] != asdict(config.model):
-            raise R2RError(f"{ckpt_path} was trained with another model config: {state['model_config']}")
-        if state["data_fingerprint"] != fingerprint:
-            raise R2RError(f"{ckpt_path} was trained on other examples; resume needs the same training data")
-        scorer.load_trainable_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        sampler.load(state["sampler"])
-        set_rng_states(state["rng"], device)
+        state = checkpointer.restore("other examples; resume needs the same training data")
         history, start_step, truncated_total = list(state["history"]), int(state["step"]), int(state["truncated"])
         log.info("resuming %s from step %d", out, start_step)
 
     def checkpoint(step: int) -> None:
-        if not context.is_main:
-            return
-        save_checkpoint(ckpt_path, {
-            "step": step,
-            "model": scorer.trainable_state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "sampler": sampler.state(),
-            "rng": rng_states(device),
-            "history": history,
-            "truncated": truncated_total,
-            "model_config": asdict(config.model),
-            "train_config": {k: v for k, v in asdict(config).items() if k != "model"},
-            "data_fingerprint": fingerprint,
-        })
+        if context.is_main:
+            checkpointer.save(step, history, truncated_total)
 
-    trainable = sum(p.numel() for p in scorer.model.parameters() if p.requires_grad)
-    autocast = _autocast(scorer, amp_dtype)
+    trainable = sum(p.numel() for p in params)
 
     # ---- the loop
     scorer.model.train()
     started = time.perf_counter()
-    bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps,
-               disable=not (config.progress and context.is_main), desc="fast scorer", dynamic_ncols=True)
+    bar = step_bar(start_step, config, context, "fast scorer")
     for step in bar:
-        factor = lr_factor(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
+        factor = schedule_lr(optimizer, step, config)
         picked = [examples[i] for i in sampler.next(config.queries_per_step)]
         batch = make_batch(picked, config.docs_per_query, sampler.rng)
 
-        loss, parts, truncated = _batch_losses(scorer, batch, config, autocast)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        average_gradients([p for p in scorer.model.parameters() if p.requires_grad], context)
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(scorer.model.parameters(), config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        loss, parts, truncated = _batch_losses(scorer, batch, config, step_autocast)
+        optimizer_step(loss, optimizer, scaler, params, context, config.grad_clip)
 
         truncated_total += truncated
         record = {"step": step + 1, "lr": config.learning_rate * factor, "loss": float(loss.detach()), **parts}
         if dev_examples and config.eval_every and (step + 1) % config.eval_every == 0:
             record.update({f"dev_{k}": v for k, v in evaluate_losses(scorer, dev_examples, config).items()})
-        history.append(record)
-        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-            bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k in ("loss", *OBJECTIVES)})
-            log.info("step %d %s", step + 1, {k: round(v, 4) for k, v in record.items() if k != "step"})
-        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-            checkpoint(step + 1)
-    bar.close()
-    seconds = time.perf_counter() - started
-    final_step = max(start_step, config.steps)
-    checkpoint(final_step)
+        end_step(record, history, bar, config, OBJECTIVES, checkpoint)
+    seconds, final_step = finish_steps(bar, started, start_step, config, checkpoint)
 
     # ---- save the model and the report
     scorer.model.eval()
@@ -332,7 +283,5 @@ def _train(
         world_size=context.world_size,
     )
     if context.is_main:
-        (out / REPORT_FILE).write_text(
-            json.dumps({"config": asdict(config), "report": asdict(report)}, indent=1) + "\n", encoding="utf-8"
-        )
+        write_report(out, {"config": asdict(config), "report": asdict(report)})
     return report

@@ -1,43 +1,71 @@
 """What both students' training loops share: batches of teacher examples, the ranking losses of a
-batch, the learning-rate schedule, the optimizer, checkpoint and RNG plumbing, and the run report.
+batch, the config checks, the learning-rate schedule, the optimizer and its step, checkpoint and RNG
+plumbing, the per-step bookkeeping, and the run report.
 
-The loops themselves stay in ``train_fast`` and ``train_decoder``, each readable top to bottom.
+The loops themselves stay in ``train_fast`` and ``train_decoder``, each readable top to bottom; what is
+here is each step of theirs that has to behave the same in both (a checkpoint one loop writes, the
+other's ``resume`` reads the same way; a fix to the optimizer step reaches both).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import random
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from r2r_core.errors import R2RError
 from r2r_core.student.data import QueryExample
 from r2r_core.student.losses import listnet_loss, pointwise_loss, probability_to_logit, ranknet_loss
 
 __all__ = [
+    "CHECKPOINT_DIR",
+    "CHECKPOINT_FILE",
+    "REPORT_FILE",
+    "Checkpointer",
     "DistributedContext",
     "QuerySampler",
     "StepBatch",
     "TrainReport",
     "average_gradients",
     "build_optimizer",
+    "check_amp_and_weights",
+    "check_step_counts",
+    "checkpoint_path",
+    "end_step",
+    "finish_steps",
     "init_distributed",
     "lr_factor",
     "make_batch",
+    "optimizer_step",
     "ranking_terms",
     "resolve_amp",
     "rng_states",
     "save_checkpoint",
+    "schedule_lr",
     "set_rng_states",
+    "step_bar",
     "torch_threads",
     "weights_digest",
+    "write_report",
 ]
+
+log = logging.getLogger(__name__)
+
+# A run's folder: the model (save_pretrained), REPORT_FILE, and CHECKPOINT_DIR/CHECKPOINT_FILE.
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_FILE = "state.pt"
+REPORT_FILE = "train_report.json"
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
 
 # --------------------------------------------------------------------------- report
@@ -68,6 +96,34 @@ class TrainReport:
         if not rows:
             raise R2RError("the report has no training history")
         return sum(r["loss"] for r in rows) / len(rows)
+
+
+def write_report(out: Path, payload: dict[str, Any]) -> None:
+    """``out/train_report.json``: what a run was configured with and what it did, next to its model."""
+    (out / REPORT_FILE).write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- config checks
+
+
+def check_step_counts(config: Any, label: str) -> None:
+    """R2RError unless the step and batch counts both students' configs share are usable (``label``: the
+    config class, for the message); docs_per_query >= 2 because pairs and lists need two documents."""
+    for name in ("steps", "queries_per_step", "docs_per_query", "checkpoint_every", "log_every"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise R2RError(f"{label}.{name} must be a positive integer, got {value!r}")
+    if config.docs_per_query < 2:
+        raise R2RError(f"{label}.docs_per_query must be at least 2 (pairs and lists need two)")
+
+
+def check_amp_and_weights(config: Any, label: str, weights: Sequence[float]) -> None:
+    """R2RError unless ``config.amp`` is one ``resolve_amp`` knows and the loss ``weights`` are >= 0 with
+    at least one > 0 (all 0 would train nothing)."""
+    if config.amp not in AMP_CHOICES:
+        raise R2RError(f"{label}.amp must be auto, bf16, fp16 or off, got {config.amp!r}")
+    if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
+        raise R2RError(f"loss weights must be >= 0 and not all 0, got {list(weights)}")
 
 
 # --------------------------------------------------------------------------- data -> batches
@@ -226,6 +282,8 @@ def ranking_terms(flat_scores: torch.Tensor, batch: StepBatch, config: Any) -> d
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of an ``amp`` setting on ``device`` (None: fp32); "auto" is bf16 on CUDA, fp16
+    where bf16 is unsupported, and fp32 elsewhere."""
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
     if amp == "auto":
@@ -241,6 +299,15 @@ def lr_factor(step: int, config: Any) -> float:
     span = max(1, config.steps - config.warmup_steps)
     progress = min(1.0, (step - config.warmup_steps) / span)
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def schedule_lr(optimizer: torch.optim.Optimizer, step: int, config: Any) -> float:
+    """Set every parameter group's lr for ``step`` (``lr_factor`` times the group's base_lr, so heads keep
+    their own rate); returns the factor, for the step's record."""
+    factor = lr_factor(step, config)
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+    return factor
 
 
 def build_optimizer(
@@ -266,6 +333,108 @@ def build_optimizer(
         group["lr"] = group["base_lr"]
     fused = device.type == "cuda"
     return torch.optim.AdamW(param_groups, fused=fused)
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   params: Sequence[torch.nn.Parameter], context: DistributedContext, grad_clip: float) -> None:
+    """One update from ``loss``: backward (scaled: a GradScaler that is not enabled passes values through),
+    gradients averaged over the ranks, unscaled before clipping so ``grad_clip`` applies to the true
+    norm, then the optimizer step. ``params``: the trainable parameters (frozen ones have no gradient)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    average_gradients(params, context)
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def step_bar(start_step: int, config: Any, context: DistributedContext, desc: str) -> Any:
+    """A progress bar over the steps from ``start_step`` to ``config.steps``: shown when ``config.progress``
+    asks for it, on rank 0 only (one bar per data-parallel run, not one per process)."""
+    return tqdm(range(start_step, config.steps), initial=start_step, total=config.steps,
+                disable=not (config.progress and context.is_main), desc=desc, dynamic_ncols=True)
+
+
+def end_step(record: dict[str, float], history: list[dict[str, float]], bar: Any, config: Any,
+             objectives: Sequence[str], checkpoint: Callable[[int], None]) -> None:
+    """What every step ends with: ``record`` kept in ``history``, shown on the progress bar and logged every
+    ``log_every`` steps and at the last, and a checkpoint every ``checkpoint_every`` steps (the loop writes
+    the final one after the last step, also when a resumed run had nothing left to do)."""
+    step = int(record["step"])
+    history.append(record)
+    if step % config.log_every == 0 or step == config.steps:
+        bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k in ("loss", *objectives)})
+        log.info("step %d %s", step, {k: round(v, 4) for k, v in record.items() if k != "step"})
+    if step % config.checkpoint_every == 0 and step < config.steps:
+        checkpoint(step)
+
+
+def finish_steps(bar: Any, started: float, start_step: int, config: Any, checkpoint: Callable[[int], None]
+                 ) -> tuple[float, int]:
+    """After the last step: close the bar and write the final checkpoint, at ``config.steps`` or, for a
+    resumed run that was already past it, where it stood. Returns (seconds since ``started``, that step)."""
+    bar.close()
+    seconds = time.perf_counter() - started
+    final_step = max(start_step, config.steps)
+    checkpoint(final_step)
+    return seconds, final_step
+
+
+def checkpoint_path(out: Path, *, resume: bool) -> Path:
+    """Where the run in ``out`` keeps its checkpoint. R2RError if one is there and ``resume`` is not set:
+    starting afresh over it would throw away the run that wrote it."""
+    path = out / CHECKPOINT_DIR / CHECKPOINT_FILE
+    if path.exists() and not resume:
+        raise R2RError(f"{out} already holds a training checkpoint: pass resume=True or use a new folder")
+    return path
+
+
+@dataclass(frozen=True)
+class Checkpointer:
+    """Saves and restores what a student's loop needs to continue exactly where it stopped: the trainable
+    weights, optimizer, grad scaler, query sampler and RNG states, with the history and the count of cut
+    documents. One place for the keys, so what ``save`` writes is what ``restore`` reads.
+
+    student: a FastScorer or DecoderStudent (``trainable_state_dict`` / ``load_trainable_state_dict``);
+    config: the run's training config (its ``model`` is checked on resume); fingerprint: of the training
+    data, checked on resume too.
+    """
+
+    path: Path
+    student: Any
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    sampler: QuerySampler
+    device: torch.device
+    config: Any
+    fingerprint: str
+
+    def save(self, step: int, history: list[dict[str, float]], truncated: int, **extra: Any) -> None:
+        """Write the checkpoint of ``step``; ``extra``: whatever else one loop keeps (its own RNGs)."""
+        save_checkpoint(self.path, {
+            "step": step, "model": self.student.trainable_state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "sampler": self.sampler.state(), "rng": rng_states(self.device),
+            "history": history, "truncated": truncated, "model_config": asdict(self.config.model),
+            "data_fingerprint": self.fingerprint,
+            "train_config": {k: v for k, v in asdict(self.config).items() if k != "model"}, **extra,
+        })
+
+    def restore(self, other_data: str, *, weights_only: bool = True) -> dict[str, Any]:
+        """Load the checkpoint into the student, optimizer, scaler, sampler and RNGs and return it (for
+        history, step and a loop's extras). R2RError when it was trained with another model config or on
+        other data (``other_data`` completes that message): resuming would mix two different runs."""
+        state = torch.load(self.path, map_location="cpu", weights_only=weights_only)
+        if state["model_config"] != asdict(self.config.model):
+            raise R2RError(f"{self.path} was trained with another model config: {state['model_config']}")
+        if state["data_fingerprint"] != self.fingerprint:
+            raise R2RError(f"{self.path} was trained on {other_data}")
+        self.student.load_trainable_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.sampler.load(state["sampler"])
+        set_rng_states(state["rng"], self.device)
+        return state
 
 
 def rng_states(device: torch.device) -> dict[str, Any]:

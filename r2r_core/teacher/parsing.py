@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -266,14 +266,8 @@ def parse_direct(
     sentences: the spans of the numbered sentences a citing prompt showed (``RenderedPrompt.sentences``);
     None for a quoting prompt, whose evidence must then be quotes (module docstring).
     """
-    parsed = _read(raw, finish_reason, DirectOutput)
-    if not parsed.ok:
-        return parsed
-    out: DirectOutput = parsed.value
-    checks = _located_evidence(parsed, out.evidence, document_text, sentences)
-    if isinstance(checks, Parsed):
-        return checks
-    return Parsed(raw, value=DirectJudgement(out.label, out.reasoning, checks), data=parsed.data)
+    return _parse_with_evidence(raw, finish_reason, DirectOutput, document_text, sentences,
+                                lambda out, checks: DirectJudgement(out.label, out.reasoning, checks))
 
 
 def parse_explanation(
@@ -284,14 +278,29 @@ def parse_explanation(
     it did not choose it)."""
     if label not in LABEL_SCALE:
         raise ValueError(f"label must be one of {sorted(LABEL_SCALE)}, got {label!r}")
-    parsed = _read(raw, finish_reason, ExplanationOutput)
+    return _parse_with_evidence(
+        raw, finish_reason, ExplanationOutput, document_text, sentences,
+        lambda out, checks: DirectJudgement(label, out.reasoning, checks, label_conditioned=True))
+
+
+def _parse_with_evidence(
+    raw: str,
+    finish_reason: str | None,
+    model: type[BaseModel],
+    document_text: str,
+    sentences: Sentences | None,
+    judgement: Callable[[Any, tuple[EvidenceCheck, ...]], DirectJudgement],
+) -> Parsed[DirectJudgement]:
+    """Read an answer that carries evidence as ``model`` and locate its evidence; a failure at either
+    step is returned as it is, else ``judgement(answer, evidence checks)`` is the value. Direct answers and
+    label explanations differ only in that last step."""
+    parsed = _read(raw, finish_reason, model)
     if not parsed.ok:
         return parsed
-    out: ExplanationOutput = parsed.value
-    checks = _located_evidence(parsed, out.evidence, document_text, sentences)
+    checks = _located_evidence(parsed, parsed.value.evidence, document_text, sentences)
     if isinstance(checks, Parsed):
         return checks
-    return Parsed(raw, value=DirectJudgement(label, out.reasoning, checks, label_conditioned=True), data=parsed.data)
+    return Parsed(raw, value=judgement(parsed.value, checks), data=parsed.data)
 
 
 _CITATION = re.compile(r"^\s*(?:\[\s*)?(?:sentence\s*|s)?(\d+)\s*(?:\])?\s*$", re.I)

@@ -180,6 +180,23 @@ _DATA_RULE = (
 
 _SCALE_TEXT = "\n".join(f"{grade} = {name}" for grade, name in LABEL_SCALE.items())
 
+# How the direct templates (quoting and citing) open: the task, the scale and what its middle grades mean.
+_DIRECT_INTRO = (
+    "You judge how well a document answers a search query.\n"
+    "Relevance scale:\n"
+    f"{_SCALE_TEXT}\n"
+    "(1: on the query's topic but gives no answer; 2: gives part of the answer, or an answer that needs "
+    "more information; 3: a reader gets the answer from this document alone.)\n"
+)
+
+# The user message up to the request (the layout for prompt caching: the query, then the document(s)).
+# Plain strings, not f-strings: {query}, {document}, {doc_a} and {doc_b} are filled in at rendering.
+_ONE_DOCUMENT = "<query>\n{query}\n</query>\n\n<document>\n{document}\n</document>\n\n"
+_TWO_DOCUMENTS = (
+    "<query>\n{query}\n</query>\n\n<document id=\"A\">\n{doc_a}\n</document>\n\n"
+    "<document id=\"B\">\n{doc_b}\n</document>\n\n"
+)
+
 _EVIDENCE_SCHEMA: dict[str, Any] = {
     "type": "array",
     "items": {"type": "string", "minLength": 1, "maxLength": 300},
@@ -198,11 +215,7 @@ def _answer_schema(**properties: Any) -> dict[str, Any]:
 DIRECT = PromptTemplate(
     name="direct",
     system=(
-        "You judge how well a document answers a search query.\n"
-        "Relevance scale:\n"
-        f"{_SCALE_TEXT}\n"
-        "(1: on the query's topic but gives no answer; 2: gives part of the answer, or an answer that needs "
-        "more information; 3: a reader gets the answer from this document alone.)\n"
+        f"{_DIRECT_INTRO}"
         "Work in this order. evidence: copy word for word up to three sentences from the document that "
         "decide the judgement, or give an empty list if nothing in it is relevant. reasoning: in at most "
         "four short sentences, say step by step what the query needs and whether the evidence provides it. "
@@ -210,8 +223,7 @@ DIRECT = PromptTemplate(
         f"{_DATA_RULE}\n"
         'Reply with one JSON object and nothing else: {"evidence": ["..."], "reasoning": "...", "label": 0}'
     ),
-    user="<query>\n{query}\n</query>\n\n<document>\n{document}\n</document>\n\n"
-    "Judge this document for the query. Reply with the JSON object only.",
+    user=_ONE_DOCUMENT + "Judge this document for the query. Reply with the JSON object only.",
     output_schema=_answer_schema(evidence=_EVIDENCE_SCHEMA, reasoning=_REASONING_SCHEMA, label=_LABEL_SCHEMA),
 )
 
@@ -225,9 +237,7 @@ PAIRWISE = PromptTemplate(
         f"{_DATA_RULE}\n"
         'Reply with one JSON object and nothing else: {"reasoning": "...", "preferred": "A"}'
     ),
-    user="<query>\n{query}\n</query>\n\n<document id=\"A\">\n{doc_a}\n</document>\n\n"
-    "<document id=\"B\">\n{doc_b}\n</document>\n\n"
-    "Which document answers the query better? Reply with the JSON object only.",
+    user=_TWO_DOCUMENTS + "Which document answers the query better? Reply with the JSON object only.",
     output_schema=_answer_schema(reasoning=_REASONING_SCHEMA, preferred={"type": "string", "enum": ["A", "B"]}),
 )
 
@@ -274,8 +284,7 @@ RELEVANCE_PROB = PromptTemplate(
         f"{_DATA_RULE}\n"
         "Answer with exactly one word: Yes or No."
     ),
-    user="<query>\n{query}\n</query>\n\n<document>\n{document}\n</document>\n\n"
-    "Does the document answer the query? Answer Yes or No.",
+    user=_ONE_DOCUMENT + "Does the document answer the query? Answer Yes or No.",
     answer_tokens=("Yes", "No"),
 )
 
@@ -287,9 +296,7 @@ PAIRWISE_PROB = PromptTemplate(
         f"{_DATA_RULE}\n"
         "Answer with exactly one letter: A or B."
     ),
-    user="<query>\n{query}\n</query>\n\n<document id=\"A\">\n{doc_a}\n</document>\n\n"
-    "<document id=\"B\">\n{doc_b}\n</document>\n\n"
-    "Which document answers the query better? Answer A or B.",
+    user=_TWO_DOCUMENTS + "Which document answers the query better? Answer A or B.",
     answer_tokens=("A", "B"),
 )
 
@@ -306,8 +313,7 @@ EXPLAIN_LABEL = PromptTemplate(
         f"{_DATA_RULE}\n"
         'Reply with one JSON object and nothing else: {"evidence": ["..."], "reasoning": "..."}'
     ),
-    user="<query>\n{query}\n</query>\n\n<document>\n{document}\n</document>\n\n"
-    "Assessor's grade: {label} ({label_name}). Explain why. Reply with the JSON object only.",
+    user=_ONE_DOCUMENT + "Assessor's grade: {label} ({label_name}). Explain why. Reply with the JSON object only.",
     output_schema=_answer_schema(evidence=_EVIDENCE_SCHEMA, reasoning=_REASONING_SCHEMA),
     label_conditioned=True,
 )
@@ -324,11 +330,7 @@ _CITATION_SCHEMA: dict[str, Any] = {"type": "array", "items": {"type": "integer"
 DIRECT_CITE = PromptTemplate(
     name="direct_cite",
     system=(
-        "You judge how well a document answers a search query.\n"
-        "Relevance scale:\n"
-        f"{_SCALE_TEXT}\n"
-        "(1: on the query's topic but gives no answer; 2: gives part of the answer, or an answer that needs "
-        "more information; 3: a reader gets the answer from this document alone.)\n"
+        f"{_DIRECT_INTRO}"
         f"{_NUMBERED_RULE}\n"
         "Work in this order. evidence: the numbers of up to three sentences that decide the judgement, or an "
         "empty list if nothing in the document is relevant. reasoning: in at most four short sentences, say "
@@ -337,8 +339,8 @@ DIRECT_CITE = PromptTemplate(
         f"{_DATA_RULE}\n"
         'Reply with one JSON object and nothing else: {"evidence": [2], "reasoning": "...", "label": 0}'
     ),
-    user="<query>\n{query}\n</query>\n\n<document>\n{document}\n</document>\n\n"
-    "Judge this document for the query; cite evidence by sentence number. Reply with the JSON object only.",
+    user=_ONE_DOCUMENT
+    + "Judge this document for the query; cite evidence by sentence number. Reply with the JSON object only.",
     output_schema=_answer_schema(evidence=_CITATION_SCHEMA, reasoning=_REASONING_SCHEMA, label=_LABEL_SCHEMA),
     cites=True,
 )
@@ -357,8 +359,8 @@ EXPLAIN_LABEL_CITE = PromptTemplate(
         f"{_DATA_RULE}\n"
         'Reply with one JSON object and nothing else: {"evidence": [2], "reasoning": "..."}'
     ),
-    user="<query>\n{query}\n</query>\n\n<document>\n{document}\n</document>\n\n"
-    "Assessor's grade: {label} ({label_name}). Explain why; cite evidence by sentence number. "
+    user=_ONE_DOCUMENT
+    + "Assessor's grade: {label} ({label_name}). Explain why; cite evidence by sentence number. "
     "Reply with the JSON object only.",
     output_schema=_answer_schema(evidence=_CITATION_SCHEMA, reasoning=_REASONING_SCHEMA),
     label_conditioned=True,
