@@ -592,11 +592,20 @@ def test_package_helpers_raise_clear_errors(tmp_path: Path, monkeypatch: pytest.
 
 @pytest.fixture(scope="session")
 def debian_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The python3.11-doc .deb, downloaded at most once into var/cache/debian (gitignored)."""
+    """The python3.11-doc .deb the committed assets were built from (so the rebuild is compared byte for
+    byte), downloaded at most once into var/cache/debian (gitignored); apt's candidate version when that
+    one is no longer in the apt lists (the rebuild is then compared by its statistics)."""
+    committed = pydocs.PydocsStats.from_json((ASSETS / "stats.json").read_text(encoding="utf-8")).package_version
     cached = sorted(DEB_CACHE.glob(f"{pydocs.PACKAGE}_*.deb"), key=lambda p: p.stat().st_mtime_ns)
-    if cached:
-        return cached[-1]
-    deb = fetch_debian_package(tmp_path_factory.mktemp("debian"))
+    exact = [p for p in cached if committed and p.name.startswith(f"{pydocs.PACKAGE}_{committed}_")]
+    if exact:
+        return exact[-1]
+    try:
+        deb = fetch_debian_package(tmp_path_factory.mktemp("debian"), version=committed)
+    except R2RError:
+        if cached:
+            return cached[-1]
+        deb = fetch_debian_package(tmp_path_factory.mktemp("debian"))
     DEB_CACHE.mkdir(parents=True, exist_ok=True)
     partial = DEB_CACHE / f"{deb.name}.part"
     shutil.copyfile(deb, partial)

@@ -303,12 +303,14 @@ def _run(cmd: list[str], cwd: Path, timeout: float, what: str) -> subprocess.Com
     return proc
 
 
-def fetch_debian_package(workdir: Path, timeout: float = 600.0) -> Path:
-    """Download the python3.11-doc .deb into `workdir` with ``apt-get download`` and return its path."""
+def fetch_debian_package(workdir: Path, timeout: float = 600.0, version: str | None = None) -> Path:
+    """Download the python3.11-doc .deb into `workdir` with ``apt-get download`` and return its path: the
+    candidate version of the apt lists, or exactly ``version`` (R2RError when apt does not know it)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     before = {p: p.stat().st_mtime_ns for p in workdir.glob(f"{PACKAGE}_*.deb")}
-    _run(["apt-get", "download", PACKAGE], workdir, timeout, f"downloading {PACKAGE}")
+    wanted = PACKAGE if version is None else f"{PACKAGE}={version}"
+    _run(["apt-get", "download", wanted], workdir, timeout, f"downloading {wanted}")
     debs = sorted(workdir.glob(f"{PACKAGE}_*.deb"), key=lambda p: (p.stat().st_mtime_ns, p.name))
     fresh = [p for p in debs if before.get(p) != p.stat().st_mtime_ns]
     if not debs:
