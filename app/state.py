@@ -93,9 +93,16 @@ def collection_rationales(collection_name: str) -> list[RationaleRow]:
     return store().rationales(collection=collection_name)
 
 
+# How long a prefetch (``start_students``) leaves the interpreter to the page before it loads the scorer,
+# unless a page asks for the students first. Importing torch and the model holds the interpreter lock most
+# of the time: loading at once made the first query's BM25 list wait ~1 s for it on 2 cores.
+PREFETCH_DELAY_S = 3.0
+_STUDENTS_WANTED = threading.Event()
+
+
 def start_students() -> Future[Students]:
-    """Start loading the students in the background (once per server process), so that a page can show
-    BM25's answer while the scorer loads; ``students()`` waits for it."""
+    """Start loading the students in the background (once per server process): after PREFETCH_DELAY_S, or
+    as soon as a page waits for them (``students()``), so that a page can show BM25's answer first."""
     config = app_config().student
     return _students(repr(config), config)
 
@@ -104,6 +111,7 @@ def students() -> Students:
     """The scorer, loaded once per server process (or its HTTP client when ``[student] server_url`` is
     set), and the decoder, opened when first asked for (``with_decoder``); ``notes`` say what is missing.
     Waits, under a spinner, while the scorer is still loading."""
+    _STUDENTS_WANTED.set()
     loading = start_students()
     if not loading.done():
         with st.spinner("Loading the student ..."):
@@ -121,11 +129,16 @@ def students_if_ready() -> Students | None:
     return loading.result() if loading.done() and loading.exception() is None else None
 
 
+def _load_when_wanted(config: StudentConfig) -> Students:
+    _STUDENTS_WANTED.wait(timeout=PREFETCH_DELAY_S)
+    return load_students(config)
+
+
 @st.cache_resource(show_spinner=False)
 def _students(key: str, _config: StudentConfig) -> Future[Students]:
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="r2r-students")
     try:
-        return pool.submit(load_students, _config)
+        return pool.submit(_load_when_wanted, _config)
     finally:
         pool.shutdown(wait=False)  # the submitted load still runs to its end
 

@@ -163,7 +163,9 @@ def main() -> None:
     with left:
         st.markdown("**BM25**")
         bm25_slot = st.empty()
-        bm25_slot.dataframe(bm25_table(collection, hits, judged, teacher, None), hide_index=True, width="stretch")
+        if state.students_if_ready() is None:  # shown while the scorer loads; redrawn with its ranks below
+            bm25_slot.dataframe(bm25_table(collection, hits, judged, teacher, None), hide_index=True,
+                                width="stretch")
     with right:
         students = state.students()
         embedding = state.embed_collection(students, spec)
@@ -177,6 +179,7 @@ def main() -> None:
     cols[1].metric("Student latency", "—" if reranked is None else f"{reranked.latency_ms:.0f} ms",
                    help="Scoring every candidate (measured when this query was first re-ranked; cached after).")
     if reranked is None:
+        bm25_slot.dataframe(bm25_table(collection, hits, judged, teacher, None), hide_index=True, width="stretch")
         right.info("No student re-ranking: " + "; ".join(students.notes or ["no candidates"])
                    + ". BM25's order is shown.")
     else:
