@@ -163,9 +163,12 @@ def main() -> None:
     with left:
         st.markdown("**BM25**")
         bm25_slot = st.empty()
-        if state.students_if_ready() is None:  # shown while the scorer loads; redrawn with its ranks below
-            bm25_slot.dataframe(bm25_table(collection, hits, judged, teacher, None), hide_index=True,
-                                width="stretch")
+
+    def show_bm25(reranked: Reranking | None) -> None:
+        bm25_slot.dataframe(bm25_table(collection, hits, judged, teacher, reranked), hide_index=True, width="stretch")
+
+    if state.students_if_ready() is None:  # shown while the scorer loads; redrawn with its ranks below
+        show_bm25(None)
     with right:
         students = state.students()
         embedding = state.embed_collection(students, spec)
@@ -179,14 +182,13 @@ def main() -> None:
     cols[1].metric("Student latency", "—" if reranked is None else f"{reranked.latency_ms:.0f} ms",
                    help="Scoring every candidate (measured when this query was first re-ranked; cached after).")
     if reranked is None:
-        bm25_slot.dataframe(bm25_table(collection, hits, judged, teacher, None), hide_index=True, width="stretch")
+        show_bm25(None)
         right.info("No student re-ranking: " + "; ".join(students.notes or ["no candidates"])
                    + ". BM25's order is shown.")
     else:
         if judged:
             cols[4].metric("Student nDCG@10", f"{ndcg_at_10(reranked.doc_ids, collection.qrels, query_id):.3f}")
-        bm25_slot.dataframe(bm25_table(collection, hits, judged, teacher, reranked), hide_index=True,
-                            width="stretch")
+        show_bm25(reranked)
         with right:
             fused = f", BM25 weight {bm25_weight:g}" if bm25_weight > 0 else ""
             st.markdown(f"**Student** ({students.scorer_name}{fused})")
