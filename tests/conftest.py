@@ -76,7 +76,10 @@ def r2r_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def config_file(r2r_home: Path) -> Path:
     path = r2r_home / "r2r.toml"
-    path.write_text(f'[paths]\nhome = "{r2r_home}"\n', encoding="utf-8")
+    # The app pages opened under this config use the default (dual) student, whose first search would
+    # start embedding all of pydocs in a background thread of the test process: minutes at full CPU that
+    # every later test (and the suite's time) would share. The embedding job has its own test.
+    path.write_text(f'[paths]\nhome = "{r2r_home}"\n[app]\nembed_collections = false\n', encoding="utf-8")
     return path
 
 
