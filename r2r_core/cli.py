@@ -486,6 +486,9 @@ def teacher_report(
     split: Annotated[str, typer.Option(help="Judged split to measure on (never tune on test).")] = "dev",
     depth: Annotated[int, typer.Option(help="Candidates the teacher judged per query.")] = 10,
     model: Annotated[str | None, typer.Option(help="Only this teacher model's rationales.")] = None,
+    prompt: Annotated[str | None, typer.Option(
+        help="Only direct rationales of this prompt (template name, e.g. direct_criteria, or a full version); "
+             "rows of other kinds are kept. Compares prompt designs stored side by side.")] = None,
     rank_by: Annotated[str | None, typer.Option(help="Also write the teacher run ranked by this signal.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="TREC run file for --rank-by.")] = None,
 ) -> None:
@@ -502,13 +505,17 @@ def teacher_report(
     candidates = first_stage(loaded, config).retrieve(loaded, split, name="bm25", progress=False)
     wanted = set(loaded.split_queries(split))
     rows = [r for r in Store.open(config).rationales(collection=loaded.name)
-            if r.query_id in wanted and (model is None or r.model == model)]
+            if r.query_id in wanted and (model is None or r.model == model)
+            and (prompt is None or r.kind != "direct" or prompt in (r.prompt_version, r.prompt_version.split("@")[0]))]
+    if prompt is not None and not any(r.kind == "direct" for r in rows):
+        raise R2RError(f"no direct rationales of prompt {prompt!r} for {loaded.name}/{split}")
     if not rows:
         raise R2RError(f"no teacher rationales for {loaded.name}/{split}" + (f" from {model}" if model else ""))
     quality = teacher_quality(rows, loaded.qrels, candidates, wanted, depth=depth)
     documents = {r.doc_id: loaded.documents[r.doc_id].contents for r in rows
                  if r.kind == "direct" and r.doc_id in loaded.documents}
-    typer.echo(f"teacher {model or 'all models'} on {loaded.name}/{split}, top {depth}\n")
+    typer.echo(f"teacher {model or 'all models'}{f', direct prompt {prompt}' if prompt else ''} on "
+               f"{loaded.name}/{split}, top {depth}\n")
     typer.echo(quality.as_table())
     typer.echo(teacher_checks(rows, documents).as_table())
     if rank_by:

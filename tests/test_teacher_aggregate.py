@@ -358,6 +358,7 @@ def test_teacher_quality_end_to_end() -> None:
     assert (quality.auc_p_yes.positives, quality.auc_p_yes.negatives) == (3, 4)
     # label: relevant 3, 1, 2 vs 1, 2, 0 -> (3 + 1.5 + 2.5) / 9
     assert quality.auc_label.value == pytest.approx(7 / 9)
+    assert quality.auc_expected_label.positives == 0 and "expected label" not in quality.as_table()
     assert (quality.pool, quality.pool_unjudged) == (7, 2)
 
     kinds = quality.kinds
@@ -392,3 +393,17 @@ def test_teacher_quality_reports_only_available_rank_by_and_needs_judged_queries
     assert "n/a" in quality.as_table()
     with pytest.raises(R2RError, match="qrels"):
         teacher_quality(TOY_ROWS, TOY_QRELS, TOY_CANDIDATES, ["q-unjudged"])
+
+
+def test_expected_label_auc_reads_the_grade_distribution_of_direct_rows() -> None:
+    # same sampled label 2 everywhere (label AUC 0.5); the expected grades separate b and f from the rest
+    expected = {"a": 1.2, "b": 2.6, "c": 1.9, "d": 2.0, "e": 0.4, "f": 2.2, "g": 1.0}
+    rows = [direct(q, d, 2, extra={"expected_label": expected[d]}) for q, docs in
+            (("q1", "abcd"), ("q2", "efg")) for d in docs]
+    quality = teacher_quality(rows, TOY_QRELS, TOY_CANDIDATES, ["q1", "q2"])
+    assert quality.auc_label.value == pytest.approx(0.5)
+    # relevant b 2.6, c 1.9, f 2.2 vs a 1.2, d 2.0, e 0.4, g 1.0 -> (4 + 3 + 4) / 12
+    auc = quality.auc_expected_label
+    assert auc.value == pytest.approx(11 / 12) and (auc.positives, auc.negatives) == (3, 4)
+    assert "| AUC expected label (P(grade) at the label token) | 0.9167 (3 relevant, 4 non-relevant) |" in \
+        quality.as_table()

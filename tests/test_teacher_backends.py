@@ -28,9 +28,10 @@ from r2r_core.teacher.backends import (
     OpenAIChatBackend,
     create_backend,
 )
+from r2r_core.teacher.generate import GenerationSettings, direct_parser, generate
 from r2r_core.teacher.models import KNOWN_MODELS, VERIFIED_FILE, KnownModel, ResolvedModel, resolve_gguf, resolve_model
 from r2r_core.teacher.parsing import parse_direct
-from r2r_core.teacher.prompts import render_direct
+from r2r_core.teacher.prompts import DIRECT_CITE, DIRECT_CRITERIA, render_direct
 from r2r_core.teacher.scoring import score_pair, score_relevance
 
 SMOL = "smollm2-135m-instruct"
@@ -166,6 +167,16 @@ def test_local_json_schema_constrained_output_parses(local: LocalLlamaBackend) -
     assert parsed.ok, parsed.failure
     assert parsed.value is not None and parsed.value.label in (0, 1, 2, 3)
     assert parsed.data is not None and set(parsed.data) == {"evidence", "reasoning", "label"}
+
+
+def test_local_direct_answer_carries_its_grade_distribution(local: LocalLlamaBackend) -> None:
+    for template in (DIRECT_CITE, DIRECT_CRITERIA):
+        prompt = render_direct(QUERY, RELEVANT, template=template)
+        rationale = generate(local, prompt, direct_parser(prompt), GenerationSettings(max_tokens=300))
+        assert rationale.status == "ok", rationale.failure_message
+        grades = rationale.label_probabilities
+        assert grades is not None and len(grades) == 4 and sum(grades) == pytest.approx(1.0)
+        assert grades[rationale.label] == max(grades), (template.name, rationale.label, grades)  # greedy
 
 
 def test_local_prompt_cache_reuses_shared_prefix(local: LocalLlamaBackend) -> None:

@@ -4,6 +4,7 @@ real llama.cpp server on loopback, and a SIGKILL-then-resume run of the real com
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -237,10 +238,15 @@ def test_direct_rows_store_cited_evidence_and_whether_the_label_disagrees_with_p
     from tests.test_teacher_backends import Scripted, completion
 
     yes = completion("Yes", top=[("Yes", -0.05), ("No", -3.0)])  # P(Yes) ~ 0.95 for every document
-    cited = completion('{"evidence": [1], "reasoning": "Off topic.", "label": 0}')
+    answer = ['{"', "evidence", '":', " [", "1", "],", ' "', "reasoning", '":', ' "', "Off topic.", '",', ' "', "label",
+              '":', " ", "0", "}"]
+    cited = completion("".join(answer))
+    grade_top = [{"token": t, "logprob": lp} for t, lp in (("0", -0.4), ("1", -1.4), ("3", -3.0))]
+    cited["choices"][0]["logprobs"] = {"content": [
+        {"token": t, "logprob": -0.1, "top_logprobs": grade_top if i == 16 else []} for i, t in enumerate(answer)]}
 
     def reply(n: int, body: dict) -> tuple[int, dict, dict]:
-        return 200, {}, yes if body.get("logprobs") else cited
+        return 200, {}, cited if body.get("response_format") else yes
 
     store = _store(tmp_path, tiny_collection)
     plan = TeachPlan(split="test", depth=2, modes=("score", "direct"))
@@ -252,3 +258,48 @@ def test_direct_rows_store_cited_evidence_and_whether_the_label_disagrees_with_p
         first = tiny_collection.documents[row.doc_id].contents.split("\n")[0]  # sentence [1]: the title line
         assert (row.evidence, row.evidence_status, row.extra["cited_sentences"]) == ([first], "cited", [1])
         assert row.label_score_disagrees is True  # label 0 against P(Yes) 0.95
+        # the grade's distribution at the label token: 0, 1, 3 listed, 2 bounded by the least likely (e^-3)
+        listed = [math.exp(-0.4), math.exp(-1.4), math.exp(-3.0), math.exp(-3.0)]
+        assert row.extra["label_probabilities"] == pytest.approx([v / sum(listed) for v in listed])
+        assert row.extra["expected_label"] == pytest.approx((listed[1] + 5 * listed[2]) / sum(listed))
+
+
+def test_teacher_report_compares_direct_prompts_stored_side_by_side(tmp_path: Path, tiny_collection) -> None:
+    """Two direct prompts taught into one store over HTTP; `teacher-report --prompt` measures each alone."""
+    from typer.testing import CliRunner
+
+    from r2r_core.cli import app
+    from tests.test_teacher_backends import Scripted, completion
+
+    answers = (("executable on unix", "chmod +x"), ("sort a list", "sorted()"))  # (query, its relevant document)
+
+    def reply(n: int, body: dict) -> tuple[int, dict, dict]:
+        prompt, shown = body["response_format"]["json_schema"]["name"], body["messages"][-1]["content"]
+        query, document = shown.split("</query>")
+        relevant = any(q in query and d in document for q, d in answers)
+        label = 3 if relevant == (prompt == "direct_criteria") else 0  # direct_cite grades the other way round
+        return 200, {}, completion(f'{{"evidence": [], "reasoning": "Judged.", "label": {label}}}')
+
+    spec = f"beir:{_write_beir(tiny_collection, tmp_path / 'tiny')}"
+    with Scripted(reply) as server:
+        config = _config(tmp_path, f'[teacher]\nbackend = "openai"\nbase_url = "{server.base_url}"\n'
+                                   'model = "scripted"\nmax_tokens = 96\n')
+        proc = _teach(config, spec, "--split", "test", "--depth", "3", "-m", "direct", "-m", "direct-criteria")
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    rows = Store.open(R2RConfig.load(config)).rationales(collection="tiny", kind="direct")
+    # q-exec: unix-exec (relevant), sort-list, excluded-src (BEIR has no exclusions); q-sort: sort-list (relevant)
+    assert Counter(r.prompt_version.split("@")[0] for r in rows) == {"direct_cite": 4, "direct_criteria": 4}
+
+    def auc_label(*args: str) -> str:
+        result = CliRunner().invoke(app, ["--config", str(config), "teacher-report", "--collection", spec,
+                                          "--split", "test", "--depth", "3", *args])
+        assert result.exit_code == 0, result.output
+        return next(line for line in result.output.splitlines() if line.startswith("| AUC label |"))
+
+    assert auc_label("--prompt", "direct_criteria").startswith("| AUC label | 1.0000 (2 relevant, 2 non-relevant)")
+    assert auc_label("--prompt", "direct_cite").startswith("| AUC label | 0.0000 (2 relevant, 2 non-relevant)")
+    assert auc_label().startswith("| AUC label | 0.5000")  # both prompts' labels averaged per document
+    missing = CliRunner().invoke(app, ["--config", str(config), "teacher-report", "--collection", spec,
+                                       "--split", "test", "--depth", "3", "--prompt", "direct_quote"])
+    assert missing.exit_code != 0 and "no direct rationales of prompt 'direct_quote'" in str(missing.exception)

@@ -14,7 +14,7 @@ import pytest
 from r2r_core.config import R2RConfig, TeacherConfig
 from r2r_core.data.model import Document
 from r2r_core.errors import R2RError
-from r2r_core.teacher.backends import ChatBackend, ChatRequest, ChatResult, TokenLogprob
+from r2r_core.teacher.backends import ChatBackend, ChatRequest, ChatResult, TokenLogprob, result_from_completion
 from r2r_core.teacher.generate import (
     GenerationSettings,
     direct_rationale,
@@ -35,6 +35,7 @@ from r2r_core.teacher.parsing import (
 from r2r_core.teacher.prompts import (
     DIRECT,
     DIRECT_CITE,
+    DIRECT_CRITERIA,
     MAX_QUERY_CHARS,
     TEMPLATES,
     neutralise,
@@ -47,7 +48,7 @@ from r2r_core.teacher.prompts import (
     template_for_version,
     template_versions,
 )
-from r2r_core.teacher.scoring import choice_probability, yes_probability
+from r2r_core.teacher.scoring import choice_probability, grade_probabilities, yes_probability
 
 DOC = (
     "On Unix, a Python script can be made directly executable by putting the line\n"
@@ -67,7 +68,7 @@ INJECTION = (
 def test_every_template_has_a_hash_version() -> None:
     versions = template_versions()
     assert set(versions) == {"direct", "pairwise", "listwise", "relevance_prob", "pairwise_prob", "explain_label",
-                             "direct_cite", "explain_label_cite"}
+                             "direct_cite", "direct_criteria", "explain_label_cite"}
     for name, version in versions.items():
         assert re.fullmatch(rf"{name}@[0-9a-f]{{8}}", version)
     assert len(set(versions.values())) == len(versions)
@@ -463,3 +464,56 @@ def test_teacher_config_section_and_api_key_fallback(tmp_path: Any, monkeypatch:
     explicit = TeacherConfig(api_key="sk-secret")
     assert explicit.resolved_api_key() == "sk-secret" and "sk-secret" not in repr(explicit)
     assert set(TEMPLATES) == set(template_versions())
+
+
+# ---------------------------------------------------------------------------------------------
+# The grade's distribution, read at the label token of a direct answer
+
+
+def _streamed(tokens: list[tuple[str, list[tuple[str, float]]]]) -> ChatResult:
+    """A chat result as a server returns it: every generated token with its top alternatives."""
+    content = [{"token": tok, "logprob": top[0][1] if top else -0.1,
+                "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top]} for tok, top in tokens]
+    raw = {"choices": [{"message": {"content": "".join(t for t, _ in tokens)}, "finish_reason": "stop",
+                        "logprobs": {"content": content}}]}
+    return result_from_completion(raw, latency_s=0.1)
+
+
+def test_grade_probabilities_are_read_at_the_label_token_past_the_kept_positions() -> None:
+    # the evidence list's digit "2" comes first and must not be read as the grade; the label sits past the
+    # positions ChatResult.logprobs keeps (8), so the raw response is read
+    label_top = [("2", math.log(0.5)), ("3", math.log(0.2)), (" 2", math.log(0.1)), ("1", math.log(0.1)),
+                 ("The", math.log(0.05))]
+    tokens = [("{\"", []), ("needs", []), ("\":", []), (" \"", []), ("shebang", []), ("\",", []), (" \"", []),
+              ("evidence", []), ("\":", []), (" [", [("2", -0.1), ("3", -2.0)]), ("2", [("2", -0.1)]), ("],", []),
+              (" \"", []), ("label", []), ("\":", []), (" ", [("2", -1.0)]), ("2", label_top), ("}", [])]
+    result = _streamed(tokens)
+    assert len(result.logprobs) == 8
+    grades = grade_probabilities(result)
+    assert grades is not None and grades.position == 16 and grades.listed == 3
+    # grade 0 is not listed: bounded by the least likely alternative (0.05); the rest sum their variants
+    assert grades.probabilities == pytest.approx([0.05 / 0.95, 0.1 / 0.95, 0.6 / 0.95, 0.2 / 0.95])
+    assert grades.expected == pytest.approx((0.1 + 1.2 + 0.6) / 0.95)
+
+
+def test_grade_probabilities_need_a_label_key_and_alternatives() -> None:
+    pairwise = _streamed([("{\"", []), ("preferred", []), ("\":", []), (" \"", []), ("A", [("A", -0.1)]),
+                          ("\"}", [])])
+    assert grade_probabilities(pairwise) is None
+    bare = _streamed([("{\"", []), ("label", []), ("\":", []), ("3", []), ("}", [])])
+    assert grade_probabilities(bare) is None  # the backend returned no alternatives there
+    assert grade_probabilities(ChatResult('{"label": 3}', "stop", 10, 5, 0.1)) is None  # no log-probabilities
+
+
+def test_only_prompts_that_grade_ask_for_log_probabilities() -> None:
+    for template in (DIRECT_CITE, DIRECT_CRITERIA, DIRECT):
+        assert render_direct("q", DOC, template=template).grades, template.name
+    assert not render_explain_label("q", DOC, 2).grades  # the grade is given, not chosen
+    assert not render_pairwise("q", DOC, "other").grades
+    asked = ReplayBackend(['{"evidence": [], "reasoning": "No.", "label": 0}'])
+    direct_rationale(asked, "q", DOC)
+    assert asked.requests[0].top_logprobs == 20
+    compared = ReplayBackend(['{"reasoning": "A.", "preferred": "A"}'])
+    pairwise_rationale(compared, "q", DOC, "other")
+    assert compared.requests[0].top_logprobs == 0
+    assert list(DIRECT_CRITERIA.output_schema["properties"]) == ["needs", "evidence", "label", "reasoning"]

@@ -146,6 +146,7 @@ class _Signals:
 
     p_yes: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     label: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    expected_label: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     pair_share: dict[tuple[str, str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def mean_p_yes(self, allowed: set[str]) -> dict[str, float]:
@@ -153,6 +154,9 @@ class _Signals:
 
     def mean_label(self, allowed: set[str]) -> dict[str, float]:
         return {d: sum(v) / len(v) for d, v in self.label.items() if d in allowed}
+
+    def mean_expected_label(self, allowed: set[str]) -> dict[str, float]:
+        return {d: sum(v) / len(v) for d, v in self.expected_label.items() if d in allowed}
 
     def win_rate(self, allowed: set[str]) -> dict[str, float]:
         wins: dict[str, float] = defaultdict(float)
@@ -228,6 +232,9 @@ def _signals_by_query(rows: Iterable[RationaleRow]) -> dict[str, _Signals]:
             if isinstance(row.label, bool) or row.label not in LABEL_SCALE:
                 raise R2RError(f"ok direct row {row.key} needs a label in {sorted(LABEL_SCALE)}, got {row.label!r}")
             sig.label[row.doc_id].append(float(row.label))
+            expected = (row.extra or {}).get("expected_label")
+            if isinstance(expected, int | float) and not isinstance(expected, bool):
+                sig.expected_label[row.doc_id].append(float(expected))
         elif row.kind in PAIR_KINDS:
             key, share = pair_share(row)
             sig.pair_share[key].append(share)
@@ -526,6 +533,7 @@ class TeacherQuality:
     label_confusion: Confusion
     auc_p_yes: Auc
     auc_label: Auc
+    auc_expected_label: Auc
     kinds: dict[str, KindCounts]
     evidence: EvidenceStats
     pairwise: PairConsistency
@@ -545,7 +553,10 @@ class TeacherQuality:
             f"label accuracy (label >= {RELEVANT_LABEL} vs grade >= {self.rel_threshold})",
             f"{_fmt(c.accuracy)} (n={c.n}; TP {c.tp}, FP {c.fp}, FN {c.fn}, TN {c.tn})",
         ))
-        for title, auc in (("AUC P(Yes)", self.auc_p_yes), ("AUC label", self.auc_label)):
+        aucs = [("AUC P(Yes)", self.auc_p_yes), ("AUC label", self.auc_label)]
+        if self.auc_expected_label.positives + self.auc_expected_label.negatives:
+            aucs.append(("AUC expected label (P(grade) at the label token)", self.auc_expected_label))
+        for title, auc in aucs:
             rows.append((title, f"{_fmt(auc.value)} ({auc.positives} relevant, {auc.negatives} non-relevant)"))
         for kind, n in self.kinds.items():
             note = " (never used as a judgement)" if kind == "label_conditioned" else ""
@@ -597,6 +608,7 @@ class _Classification:
     confusion: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # tp, fp, fn, tn
     p_yes: tuple[list[float], list[float]] = field(default_factory=lambda: ([], []))  # relevant, non-relevant
     label: tuple[list[float], list[float]] = field(default_factory=lambda: ([], []))
+    expected_label: tuple[list[float], list[float]] = field(default_factory=lambda: ([], []))
     pool: int = 0
     unjudged: int = 0
 
@@ -617,6 +629,8 @@ def _classify(
             relevant = grades.get(doc_id, 0) >= rel_threshold
             out.label[0 if relevant else 1].append(label)
             out.confusion[(0 if label >= RELEVANT_LABEL else 2) + (0 if relevant else 1)] += 1
+        for doc_id, expected in sig.mean_expected_label(allowed).items():
+            out.expected_label[0 if grades.get(doc_id, 0) >= rel_threshold else 1].append(expected)
     return out
 
 
@@ -635,9 +649,9 @@ def teacher_quality(
     every other number uses ok rows only, never label_conditioned ones. Reported: nDCG@10 (via
     ``evaluate_run``) of the candidates as ranked ("bm25") and of ``teacher_run`` for each rank_by
     whose signal exists; label accuracy (label >= 2 predicts grade >= rel_threshold) and the AUCs of
-    P(Yes) and of the label, pooled over queries, on candidates within ``depth``, unjudged documents
-    counted as non-relevant; evidence validity of ok direct rows; consistency and position bias of
-    both pair kinds.
+    P(Yes), of the label and of the expected label (where direct rows carry one), pooled over queries, on
+    candidates within ``depth``, unjudged documents counted as non-relevant; evidence validity of ok direct
+    rows; consistency and position bias of both pair kinds.
     """
     _check_depth(depth)
     wanted = set(query_ids)
@@ -663,6 +677,8 @@ def teacher_quality(
         label_confusion=Confusion(*split.confusion),
         auc_p_yes=Auc(mann_whitney_auc(*split.p_yes), len(split.p_yes[0]), len(split.p_yes[1])),
         auc_label=Auc(mann_whitney_auc(*split.label), len(split.label[0]), len(split.label[1])),
+        auc_expected_label=Auc(mann_whitney_auc(*split.expected_label), len(split.expected_label[0]),
+                               len(split.expected_label[1])),
         kinds=_kind_counts(rows),
         evidence=EvidenceStats(len(direct_ok), len(quoting), sum(1 for r in quoting if r.evidence_found is True)),
         pairwise=pair_consistency(usable, kind="pairwise"),

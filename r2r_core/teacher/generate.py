@@ -35,6 +35,7 @@ from r2r_core.teacher.prompts import (
     render_listwise,
     render_pairwise,
 )
+from r2r_core.teacher.scoring import TOP_LOGPROBS, grade_probabilities
 
 Status = Literal["ok", "failed", "error"]
 
@@ -77,6 +78,9 @@ class Rationale:
     evidence_status: str | None = None
     cited_sentences: tuple[int, ...] = ()
     label_conditioned: bool = False
+    # P(grade) for grades 0..3 at the position where the answer wrote its label (scoring.grade_probabilities);
+    # None for answers without their own label, or when the backend returned no log-probabilities there
+    label_probabilities: tuple[float, ...] | None = None
     failure_kind: str | None = None
     failure_message: str | None = None
     repaired: bool = False  # the accepted answer came from the repair request
@@ -91,7 +95,8 @@ class Rationale:
     def to_record(self) -> dict[str, Any]:
         """A flat dict (lists for tuples) for a database row."""
         record = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        for key in ("doc_ids", "ranking", "evidence", "hallucinated_evidence", "evidence_matches", "cited_sentences"):
+        for key in ("doc_ids", "ranking", "evidence", "hallucinated_evidence", "evidence_matches", "cited_sentences",
+                    "label_probabilities"):
             if record[key] is not None:
                 record[key] = list(record[key])
         return record
@@ -130,7 +135,10 @@ def _finish(
                        failure_message=parsed.failure.message, **usage)
     value = parsed.value
     if isinstance(value, DirectJudgement):
+        # the answer that was accepted: the repair's when the first did not parse
+        grades = grade_probabilities(results[-1] if usage["repaired"] else results[0]) if prompt.grades else None
         return replace(base, status="ok", label=value.label, reasoning=value.reasoning,
+                       label_probabilities=grades.probabilities if grades else None,
                        evidence=tuple(value.quotes), evidence_found=value.evidence_found,
                        hallucinated_evidence=tuple(value.hallucinated_evidence),
                        evidence_matches=tuple(e.match for e in value.evidence),
@@ -182,8 +190,10 @@ def generate_many(
 
 
 def _request(prompt: RenderedPrompt, settings: GenerationSettings) -> ChatRequest:
+    # A grading answer asks for log-probabilities so that its grade's distribution can be read.
     return prompt.request(max_tokens=settings.max_tokens, temperature=settings.temperature,
-                          seed=settings.seed, structured=settings.structured)
+                          seed=settings.seed, structured=settings.structured,
+                          top_logprobs=TOP_LOGPROBS if prompt.grades else 0)
 
 
 def _complete(

@@ -47,6 +47,7 @@ from r2r_core.teacher.generate import (
 )
 from r2r_core.teacher.prompts import (
     DIRECT_CITE,
+    DIRECT_CRITERIA,
     EXPLAIN_LABEL_CITE,
     LISTWISE,
     PAIRWISE,
@@ -66,6 +67,7 @@ from r2r_core.teacher.scoring import (
     TOP_LOGPROBS,
     ChoiceProbability,
     a_probability,
+    expected_grade,
     no_answer_failure,
     yes_probability,
 )
@@ -84,6 +86,7 @@ MODES: dict[str, Mode] = {
     for m in (
         Mode("score", "pointwise_score", RELEVANCE_PROB),
         Mode("direct", "direct", DIRECT_CITE),
+        Mode("direct-criteria", "direct", DIRECT_CRITERIA),
         Mode("pair-score", "pairwise_score", PAIRWISE_PROB),
         Mode("pairwise", "pairwise", PAIRWISE),
         Mode("listwise", "listwise", LISTWISE),
@@ -340,6 +343,9 @@ class TeachRunner:
             "evidence_matches": list(r.evidence_matches), "cited_sentences": list(r.cited_sentences),
             "label_conditioned": r.label_conditioned,
         }
+        if r.label_probabilities is not None:
+            extra["label_probabilities"] = list(r.label_probabilities)
+            extra["expected_label"] = expected_grade(r.label_probabilities)
         if r.ranking is not None:
             extra["ranking"] = list(r.ranking)
         return RationaleRow(

@@ -19,6 +19,12 @@ an invalid row (failure kind from `no_answer_failure`, e.g. no_yes_no_in_top_log
 never becomes a training target. If the first generated token is only
 whitespace or markup ("\\n", "**") and neither answer is among its alternatives, the next position is
 read instead. Both backends return these log-probabilities, so scoring is backend-independent.
+
+The same reading gives a direct rationale's label as a distribution (``grade_probabilities``): at the
+generated position where the answer writes the grade after its ``"label":`` key, the probabilities of
+the grade tokens 0-3 among the alternatives, normalised over the four (a grade not listed is bounded by
+the least likely listed alternative, as above). Its expected grade ranks documents finer than the one
+sampled digit, and it is read from the same answer, so it stays the grade that answer's reasoning argues.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any, Literal
 
 from r2r_core.data.model import Document
 from r2r_core.teacher.backends import ChatBackend, ChatResult
-from r2r_core.teacher.prompts import render_pairwise_prob, render_relevance_prob
+from r2r_core.teacher.prompts import LABEL_SCALE, render_pairwise_prob, render_relevance_prob
 
 TOP_LOGPROBS = 20  # the most OpenAI-compatible servers return
 SCORE_MAX_TOKENS = 2  # the answer token, and one more position in case the first is only markup
@@ -126,6 +132,59 @@ def a_probability(result: ChatResult) -> ChoiceProbability:
     """P(A)/(P(A)+P(B)) (letters matched case-sensitively: a lower-case "a" is usually the article)."""
     return choice_probability(result.top_logprobs, "A", "B", case_sensitive=True,
                               chosen=[t.token for t in result.logprobs])
+
+
+# The answer has just written the label's key: the next digit is the grade (JSON, any spacing).
+_LABEL_KEY = re.compile(r'"label"\s*:\s*$')
+
+
+@dataclass(frozen=True)
+class GradeProbabilities:
+    """The teacher's probabilities of each grade at the position where its answer wrote the label.
+
+    probabilities: index = grade (0..MAX_LABEL), summing to 1; position: the generated position read;
+    listed: how many of the grades were among its top alternatives (the others are bounded, see the
+    module docstring).
+    """
+
+    probabilities: tuple[float, ...]
+    position: int
+    listed: int
+
+    @property
+    def expected(self) -> float:
+        return expected_grade(self.probabilities)
+
+
+def expected_grade(probabilities: Sequence[float]) -> float:
+    """sum of grade * P(grade) over grades 0, 1, ... (``probabilities`` indexed by grade): on the 0-3 scale."""
+    return sum(grade * p for grade, p in enumerate(probabilities))
+
+
+def grade_probabilities(result: ChatResult) -> GradeProbabilities | None:
+    """The grade distribution of a direct answer (module docstring); None when the completion carries no
+    log-probabilities or no grade digit right after a ``"label":`` key."""
+    written = ""
+    for position, entry in enumerate(result.all_logprobs()):
+        grade_token = _normalise_token(entry.token, case_sensitive=True)
+        if grade_token.isdigit() and _LABEL_KEY.search(written):
+            return _grade_distribution(entry.top, position) if entry.top else None
+        written += entry.token
+    return None
+
+
+def _grade_distribution(alternatives: Sequence[tuple[str, float]], position: int) -> GradeProbabilities | None:
+    by_grade: dict[int, list[float]] = {}
+    for token, logprob in alternatives:
+        core = _normalise_token(token, case_sensitive=True)
+        if core.isdigit() and int(core) in LABEL_SCALE:
+            by_grade.setdefault(int(core), []).append(logprob)
+    if not by_grade:
+        return None
+    floor = min(lp for _, lp in alternatives)
+    logprobs = [_logsumexp(by_grade[g]) if g in by_grade else floor for g in sorted(LABEL_SCALE)]
+    total = _logsumexp(logprobs)
+    return GradeProbabilities(tuple(math.exp(lp - total) for lp in logprobs), position, len(by_grade))
 
 
 @dataclass(frozen=True)

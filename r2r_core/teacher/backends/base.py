@@ -158,6 +158,14 @@ class ChatResult:
         """Top alternatives for each kept position."""
         return [list(position.top) for position in self.logprobs]
 
+    def all_logprobs(self) -> tuple[TokenLogprob, ...]:
+        """Every generated position, read from the raw response (``logprobs`` keeps only the first few);
+        ``logprobs`` when the raw response holds none (a result built by hand)."""
+        choices = self.raw.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+            return self.logprobs
+        return _parse_logprobs(choices[0].get("logprobs"), limit=None) or self.logprobs
+
     @property
     def timings(self) -> Mapping[str, Any] | None:
         """llama.cpp's own timings (prompt_n, prompt_per_second, predicted_per_second, ...), if any."""
@@ -211,11 +219,11 @@ def _int_or_none(value: Any) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _parse_logprobs(block: Any) -> tuple[TokenLogprob, ...]:
+def _parse_logprobs(block: Any, limit: int | None = KEEP_LOGPROB_POSITIONS) -> tuple[TokenLogprob, ...]:
     if not isinstance(block, Mapping) or not isinstance(block.get("content"), list):
         return ()
     positions = []
-    for entry in block["content"][:KEEP_LOGPROB_POSITIONS]:
+    for entry in block["content"][:limit]:
         if not isinstance(entry, Mapping) or "token" not in entry:
             continue
         top = tuple(
