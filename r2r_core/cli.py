@@ -391,7 +391,7 @@ def teach(
     candidates = retriever.retrieve(loaded, split, name=str(params["mode"]))
     run_id = db.put_run(candidates, loaded.name, "candidates", str(params["mode"]),
                         {**params, "depth": config.bm25.depth, "split": split})
-    with create_backend(config.teacher, config.paths.home / "models") as chat:
+    with create_backend(config.teacher, config.paths.models_dir) as chat:
         runner = TeachRunner(db, chat, loaded, candidates, plan, GenerationSettings.from_config(config.teacher),
                              candidate_run_id=run_id)
         typer.echo(f"teacher {chat.provenance().get('model')} on {len(runner.query_ids)} queries of "
@@ -572,13 +572,13 @@ def prepare(ctx: typer.Context) -> None:
     """One-time model work ahead of use (scripts/setup.sh runs it): converts the configured decoder students'
     GGUF bases to transformers checkpoints, with a progress bar, so neither the app nor `r2r serve` does it
     on first use. Idempotent; well under a second when done."""
-    from r2r_core.student.bases import decoder_base_name, gguf_base, models_dir, prepare_base
+    from r2r_core.student.bases import decoder_base_name, gguf_base, prepare_base
 
     config = _config(ctx)
     folders = dict.fromkeys(p for p in (config.student.path, config.student.decoder_path) if p is not None)
     for folder in folders:
         name = decoder_base_name(folder)
-        base = gguf_base(name, models_dir(config.paths.home)) if name else None
+        base = gguf_base(name, config.paths.models_dir) if name else None
         if base is None:
             typer.echo(f"{folder}: nothing to prepare" + (f" (base {name})" if name else ""))
             continue

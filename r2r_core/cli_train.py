@@ -87,7 +87,7 @@ def synthesize(
     loaded = _load(collection)
     path = synthetic_path(config.paths.home, loaded.name, name)
     retriever = first_stage(loaded, config)
-    with create_backend(config.teacher, config.paths.home / "models") as chat:
+    with create_backend(config.teacher, config.paths.models_dir) as chat:
         runner = SynthesizeRunner(chat, loaded, retriever, plan, path, first_stage=describe(retriever))
         summary = runner.run()
     typer.echo(summary.line())
@@ -175,7 +175,7 @@ def train(
         decoder_config = DecoderTrainConfig.from_dict({"model": decoder, **overrides})
         report = train_decoder_student(data.train, data.train_targets, decoder_config, out, resume,
                                        dev_examples=data.dev, dev_targets=data.dev_targets,
-                                       cache_dir=config.paths.home / "models")
+                                       cache_dir=config.paths.models_dir)
     else:
         raise R2RError(f"--student must be 'fast', 'dual' or 'r2r', got {student!r}")
     first, last = report.mean_loss(first=5), report.mean_loss(last=5)

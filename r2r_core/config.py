@@ -177,6 +177,9 @@ class PathsConfig:
     home: Path = Path("var")  # all generated state lives under here unless set otherwise
     store: Path | None = None  # DuckDB file; default <home>/r2r.duckdb
     index_cache: Path | None = None  # Lucene indexes; default <home>/indexes
+    # Teacher GGUF files and converted student bases (a GB or more); default <home>/models. Several homes
+    # (one per experiment) can share one.
+    model_cache: Path | None = None
 
     @property
     def store_path(self) -> Path:
@@ -185,6 +188,10 @@ class PathsConfig:
     @property
     def index_dir(self) -> Path:
         return self.index_cache if self.index_cache is not None else self.home / "indexes"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_cache if self.model_cache is not None else self.home / "models"
 
 
 @dataclass(frozen=True)

@@ -212,7 +212,8 @@ def test_search_with_a_bad_student_fails_before_retrieval(tmp_path: Path) -> Non
 
 def test_prepare_converts_the_decoder_base_once_so_first_use_does_not(tmp_path: Path) -> None:
     """`r2r prepare` (scripts/setup.sh runs it) does the GGUF conversion the app's first decoder use did."""
-    from r2r_core.student.bases import decoder_base_name, gguf_base, models_dir
+    from r2r_core.config import PathsConfig
+    from r2r_core.student.bases import decoder_base_name, gguf_base
     from r2r_core.student.decoder import resolve_decoder_base
 
     home, repo = tmp_path / "home", Path(__file__).resolve().parent.parent
@@ -221,12 +222,13 @@ def test_prepare_converts_the_decoder_base_once_so_first_use_does_not(tmp_path: 
     assert first.returncode == 0, first.stderr
     assert "converting its base SmolLM2-135M-Instruct.Q4_1.gguf" in first.stdout, first.stdout
     assert "GGUF tensors" in first.stderr  # transformers' per-tensor progress bar
-    base = gguf_base(decoder_base_name(repo / "assets/students/r2r-smollm2-pydocs"), models_dir(home))
+    models = PathsConfig(home=home).models_dir
+    base = gguf_base(decoder_base_name(repo / "assets/students/r2r-smollm2-pydocs"), models)
     assert base is not None and base.converted and "converted in" in first.stdout
     written = (base.checkpoint / "config.json").stat().st_mtime_ns
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=repo)
     assert again.returncode == 0 and "converting" not in again.stdout and f"base ready in {base.checkpoint}" \
         in again.stdout, again.stdout
-    assert resolve_decoder_base(base.name, models_dir(home)) == (str(base.checkpoint), base.sha256)
+    assert resolve_decoder_base(base.name, models) == (str(base.checkpoint), base.sha256)
     assert (base.checkpoint / "config.json").stat().st_mtime_ns == written  # loading it converts nothing

@@ -134,8 +134,11 @@ def _run_block(script: str, cwd: Path, env: dict[str, str], timeout: float = 150
 def test_reproduce_commands_run_end_to_end(tmp_path: Path, msmarco_dir: Path, teacher_server: str) -> None:
     work, home = tmp_path / "work", tmp_path / "home"
     config = tmp_path / "r2r-repro.toml"
-    _write(config, f'[paths]\nhome = "{home}"\n[teacher]\nbackend = "openai"\nbase_url = "{teacher_server}"\n'
-                   f'model = "{SMOL}"\nmax_tokens = 96\nconcurrency = 1\n')
+    # the students' converted base comes from the repository's model cache (`r2r prepare` in scripts/setup.sh
+    # fills it), not converted again in this fresh home (~40 s)
+    models = (REPO_ROOT / R2RConfig().paths.models_dir).resolve()
+    _write(config, f'[paths]\nhome = "{home}"\nmodel_cache = "{models}"\n[teacher]\nbackend = "openai"\n'
+                   f'base_url = "{teacher_server}"\nmodel = "{SMOL}"\nmax_tokens = 96\nconcurrency = 1\n')
     env = dict(os.environ, R2R_CONFIG=str(config), MSMARCO=str(msmarco_dir), BRIGHT=str(FIXTURES / "bright"),
                WORK=str(work), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                PYTHONPATH=str(REPO_ROOT), **SIZES)
@@ -147,3 +150,4 @@ def test_reproduce_commands_run_end_to_end(tmp_path: Path, msmarco_dir: Path, te
         assert code == 0, f"block {name!r} failed:\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr[-4000:]}"
         outputs.append(stdout)
     _check_outputs("\n".join(outputs), config, work, msmarco_dir, teacher_server)
+    assert not (home / "models").exists()  # [paths] model_cache was used for every model

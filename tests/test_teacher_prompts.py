@@ -483,7 +483,7 @@ def test_grade_probabilities_are_read_at_the_label_token_past_the_kept_positions
     # the evidence list's digit "2" comes first and must not be read as the grade; the label sits past the
     # positions ChatResult.logprobs keeps (8), so the raw response is read
     label_top = [("2", math.log(0.5)), ("3", math.log(0.2)), (" 2", math.log(0.1)), ("1", math.log(0.1)),
-                 ("The", math.log(0.05))]
+                 ("³", math.log(0.07)), ("The", math.log(0.05))]  # "³" is a digit to str.isdigit, not a grade
     tokens = [("{\"", []), ("needs", []), ("\":", []), (" \"", []), ("shebang", []), ("\",", []), (" \"", []),
               ("evidence", []), ("\":", []), (" [", [("2", -0.1), ("3", -2.0)]), ("2", [("2", -0.1)]), ("],", []),
               (" \"", []), ("label", []), ("\":", []), (" ", [("2", -1.0)]), ("2", label_top), ("}", [])]

@@ -25,11 +25,6 @@ GGUF_PREFIX = "gguf:"
 DECODER_CONFIG_NAME = "decoder_student.json"  # what a saved decoder student's folder holds (decoder.py)
 
 
-def models_dir(home: Path) -> Path:
-    """Where converted bases (and assembled GGUF files) are cached for an R2R home."""
-    return Path(home) / "models"
-
-
 @dataclass(frozen=True)
 class GGUFBase:
     """A verified GGUF file and the folder its transformers checkpoint lives (or will live) in."""

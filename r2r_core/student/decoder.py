@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from r2r_core.config import check_known_keys
 from r2r_core.errors import R2RError
 from r2r_core.student.api import Comparison, Explanation, label_from_score, rank_results
-from r2r_core.student.bases import DECODER_CONFIG_NAME, gguf_base, models_dir, prepare_base
+from r2r_core.student.bases import DECODER_CONFIG_NAME, gguf_base, prepare_base
 from r2r_core.student.fast import (
     _amp_dtype,
     _quiet_loading,
@@ -232,7 +232,7 @@ def parse_generated(text: str) -> ParsedGeneration:
 def default_cache_dir() -> Path:
     from r2r_core.config import R2RConfig
 
-    return models_dir(R2RConfig.load().paths.home)
+    return R2RConfig.load().paths.models_dir
 
 
 def resolve_decoder_base(name: str, cache_dir: Path | None = None) -> tuple[str, str | None]:

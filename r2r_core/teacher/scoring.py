@@ -136,6 +136,7 @@ def a_probability(result: ChatResult) -> ChoiceProbability:
 
 # The answer has just written the label's key: the next digit is the grade (JSON, any spacing).
 _LABEL_KEY = re.compile(r'"label"\s*:\s*$')
+_GRADE_TOKENS = {str(grade): grade for grade in LABEL_SCALE}
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def grade_probabilities(result: ChatResult) -> GradeProbabilities | None:
     written = ""
     for position, entry in enumerate(result.all_logprobs()):
         grade_token = _normalise_token(entry.token, case_sensitive=True)
-        if grade_token.isdigit() and _LABEL_KEY.search(written):
+        if grade_token.isascii() and grade_token.isdigit() and _LABEL_KEY.search(written):
             return _grade_distribution(entry.top, position) if entry.top else None
         written += entry.token
     return None
@@ -176,9 +177,9 @@ def grade_probabilities(result: ChatResult) -> GradeProbabilities | None:
 def _grade_distribution(alternatives: Sequence[tuple[str, float]], position: int) -> GradeProbabilities | None:
     by_grade: dict[int, list[float]] = {}
     for token, logprob in alternatives:
-        core = _normalise_token(token, case_sensitive=True)
-        if core.isdigit() and int(core) in LABEL_SCALE:
-            by_grade.setdefault(int(core), []).append(logprob)
+        grade = _GRADE_TOKENS.get(_normalise_token(token, case_sensitive=True))  # never "³" or "٣"
+        if grade is not None:
+            by_grade.setdefault(grade, []).append(logprob)
     if not by_grade:
         return None
     floor = min(lp for _, lp in alternatives)
