@@ -338,7 +338,8 @@ def teach(
     depth: Annotated[int, typer.Option(help="How many BM25 candidates per query the teacher judges.")] = 10,
     mode: Annotated[
         list[str] | None,
-        typer.Option("--mode", "-m", help="score | direct | pair-score | pairwise | listwise | explain; repeatable."),
+        typer.Option("--mode", "-m", help="score | direct | direct-criteria | pair-score | pairwise | listwise | "
+                                          "explain; repeatable."),
     ] = None,
     pairs: Annotated[str, typer.Option(help="Pair strategy: adjacent | top-vs-rest | random.")] = "adjacent",
     pairs_per_query: Annotated[int, typer.Option(help="Pairs per query for pairwise modes.")] = 3,
@@ -451,12 +452,14 @@ def store_export_teacher(
         typer.Option("--format", help="Rationales as parquet-file (one rationales.parquet), parquet (rationales/ "
                                       "partitioned by job) or jsonl (rationales.jsonl)."),
     ] = "parquet-file",
+    job: Annotated[list[str] | None, typer.Option(help="Only this teacher job (repeatable); default: all.")] = None,
 ) -> None:
     """Export a collection's teacher jobs and rationales (e.g. the demo rationales under assets/)."""
     from r2r_core.store import Store
     from r2r_core.teacher.exchange import export_teacher_data
 
-    jobs, rows = export_teacher_data(Store.open(_config(ctx)), output, collection, format=format)  # type: ignore[arg-type]
+    jobs, rows = export_teacher_data(Store.open(_config(ctx)), output, collection, format=format,  # type: ignore[arg-type]
+                                     job_ids=job)
     typer.echo(f"exported {jobs} jobs and {rows} rationales to {output}")
 
 
@@ -489,6 +492,8 @@ def teacher_report(
     prompt: Annotated[str | None, typer.Option(
         help="Only direct rationales of this prompt (template name, e.g. direct_criteria, or a full version); "
              "rows of other kinds are kept. Compares prompt designs stored side by side.")] = None,
+    max_queries: Annotated[int | None, typer.Option(
+        help="Only the first N queries of the split (as `r2r teach --max-queries` picks them).")] = None,
     rank_by: Annotated[str | None, typer.Option(help="Also write the teacher run ranked by this signal.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="TREC run file for --rank-by.")] = None,
 ) -> None:
@@ -503,7 +508,7 @@ def teacher_report(
     config = _config(ctx)
     loaded = _load(collection)
     candidates = first_stage(loaded, config).retrieve(loaded, split, name="bm25", progress=False)
-    wanted = set(loaded.split_queries(split))
+    wanted = set(list(loaded.split_queries(split))[:max_queries])
     rows = [r for r in Store.open(config).rationales(collection=loaded.name)
             if r.query_id in wanted and (model is None or r.model == model)
             and (prompt is None or r.kind != "direct" or prompt in (r.prompt_version, r.prompt_version.split("@")[0]))]

@@ -64,3 +64,15 @@ def test_import_rejects_a_folder_that_is_not_an_export(tmp_path: Path, tiny_coll
     frame.to_parquet(tmp_path / "export" / RATIONALES_FILE)
     with pytest.raises(R2RError, match="missing column"):
         import_teacher_data(source, tmp_path / "export")
+
+
+def test_export_of_chosen_jobs_holds_only_their_rows(tmp_path: Path, tiny_collection: Collection) -> None:
+    source = _filled_store(tmp_path / "a.duckdb", tiny_collection)
+    direct = next(j.job_id for j in source.teacher_jobs() if j.kind == "direct")
+    assert export_teacher_data(source, tmp_path / "export", "tiny", job_ids=[direct]) == (1, 2)
+    target = Store(tmp_path / "b.duckdb", lock_timeout_s=30)
+    target.put_collection(tiny_collection, source="test")
+    assert import_teacher_data(target, tmp_path / "export") == (1, 2)
+    assert {r.job_id for r in target.rationales()} == {direct}
+    with pytest.raises(R2RError, match=r"no teacher job\(s\) \['job-nope'\] for 'tiny'"):
+        export_teacher_data(source, tmp_path / "other", "tiny", job_ids=["job-nope"])

@@ -300,6 +300,9 @@ def test_teacher_report_compares_direct_prompts_stored_side_by_side(tmp_path: Pa
     assert auc_label("--prompt", "direct_criteria").startswith("| AUC label | 1.0000 (2 relevant, 2 non-relevant)")
     assert auc_label("--prompt", "direct_cite").startswith("| AUC label | 0.0000 (2 relevant, 2 non-relevant)")
     assert auc_label().startswith("| AUC label | 0.5000")  # both prompts' labels averaged per document
+    # the first test query alone (q-exec): its one relevant document and two others
+    assert auc_label("--prompt", "direct_criteria", "--max-queries", "1").startswith(
+        "| AUC label | 1.0000 (1 relevant, 2 non-relevant)")
     missing = CliRunner().invoke(app, ["--config", str(config), "teacher-report", "--collection", spec,
                                        "--split", "test", "--depth", "3", "--prompt", "direct_quote"])
     assert missing.exit_code != 0 and "no direct rationales of prompt 'direct_quote'" in str(missing.exception)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -57,9 +58,11 @@ _ARROW_SCHEMA = pa.schema([
 
 
 def export_teacher_data(
-    store: Store, folder: Path, collection: str, *, format: ExportFormat = "parquet-file"
+    store: Store, folder: Path, collection: str, *, format: ExportFormat = "parquet-file",
+    job_ids: Sequence[str] | None = None,
 ) -> tuple[int, int]:
-    """Write every job and rationale of `collection` to `folder`; returns (jobs, rationales).
+    """Write every job and rationale of `collection` (only those of `job_ids` when given) to `folder`;
+    returns (jobs, rationales).
 
     `format` is how the rationales are written (module doc); rationales of another format left in the
     folder by an earlier export are removed, so that an import never reads a stale copy.
@@ -68,6 +71,13 @@ def export_teacher_data(
         raise R2RError(f"unknown export format {format!r}; known: {', '.join(EXPORT_FORMATS)}")
     jobs = store.teacher_jobs(collection)
     rows = store.rationales(collection=collection)
+    if job_ids:
+        missing = sorted(set(job_ids) - {job.job_id for job in jobs})
+        if missing:
+            raise R2RError(f"no teacher job(s) {missing} for {collection!r}; its jobs: "
+                           f"{sorted(str(job.job_id) for job in jobs)}")
+        jobs = [job for job in jobs if job.job_id in set(job_ids)]
+        rows = [row for row in rows if row.job_id in set(job_ids)]
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / JOBS_FILE).open("w", encoding="utf-8") as out:
         for job in jobs:
