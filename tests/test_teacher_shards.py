@@ -125,7 +125,7 @@ def _deterministic_reply(n: int, body: dict[str, Any]) -> tuple[int, dict[str, s
     answers whatever order the requests come in. (A real model's numbers depend on batching and on the
     prompt cache's state, which differ between the runs, so its rows could differ in the last digits.)"""
     h = int.from_bytes(hashlib.sha256(json.dumps(body["messages"], sort_keys=True).encode()).digest()[:8], "big")
-    if body.get("top_logprobs"):  # P(Yes) and P(A) requests: read the first token's alternatives
+    if not body.get("response_format"):  # P(Yes) and P(A) requests (no schema): first-token alternatives
         top = [("Yes", -(h % 97) / 30), ("No", -(h // 97 % 89) / 30), ("A", -(h // 9000 % 83) / 30),
                ("B", -(h // 800_000 % 79) / 30)]
         return 200, {}, completion("Yes", top=top)
