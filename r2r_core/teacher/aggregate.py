@@ -150,13 +150,13 @@ class _Signals:
     pair_share: dict[tuple[str, str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
 
     def mean_p_yes(self, allowed: set[str]) -> dict[str, float]:
-        return {d: sum(v) / len(v) for d, v in self.p_yes.items() if d in allowed}
+        return _means(self.p_yes, allowed)
 
     def mean_label(self, allowed: set[str]) -> dict[str, float]:
-        return {d: sum(v) / len(v) for d, v in self.label.items() if d in allowed}
+        return _means(self.label, allowed)
 
     def mean_expected_label(self, allowed: set[str]) -> dict[str, float]:
-        return {d: sum(v) / len(v) for d, v in self.expected_label.items() if d in allowed}
+        return _means(self.expected_label, allowed)
 
     def win_rate(self, allowed: set[str]) -> dict[str, float]:
         wins: dict[str, float] = defaultdict(float)
@@ -169,6 +169,11 @@ class _Signals:
                 comparisons[x] += 1
                 comparisons[y] += 1
         return {d: wins[d] / comparisons[d] for d in comparisons}
+
+
+def _means(values: Mapping[str, list[float]], allowed: set[str]) -> dict[str, float]:
+    """doc_id -> mean of its values, for the documents in ``allowed``."""
+    return {d: sum(v) / len(v) for d, v in values.items() if d in allowed}
 
 
 def _materialise(rows: Iterable[RationaleRow]) -> list[RationaleRow]:

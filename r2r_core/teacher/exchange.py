@@ -72,12 +72,13 @@ def export_teacher_data(
     jobs = store.teacher_jobs(collection)
     rows = store.rationales(collection=collection)
     if job_ids:
-        missing = sorted(set(job_ids) - {job.job_id for job in jobs})
+        chosen = set(job_ids)
+        missing = sorted(chosen - {job.job_id for job in jobs})
         if missing:
             raise R2RError(f"no teacher job(s) {missing} for {collection!r}; its jobs: "
                            f"{sorted(str(job.job_id) for job in jobs)}")
-        jobs = [job for job in jobs if job.job_id in set(job_ids)]
-        rows = [row for row in rows if row.job_id in set(job_ids)]
+        jobs = [job for job in jobs if job.job_id in chosen]
+        rows = [row for row in rows if row.job_id in chosen]
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / JOBS_FILE).open("w", encoding="utf-8") as out:
         for job in jobs:
