@@ -275,6 +275,27 @@ class EvaluationReport:
 # hand-computed examples in tests/test_evaluate_systems.py.
 
 
+def mann_whitney_auc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
+    """P(a random positive scores above a random negative), ties counting half; None if a side is empty."""
+    if not positives or not negatives:
+        return None
+    values = [(float(v), True) for v in positives] + [(float(v), False) for v in negatives]
+    if any(math.isnan(v) for v, _ in values):
+        raise R2RError("AUC scores must not be NaN")
+    values.sort(key=lambda item: item[0])
+    positive_rank_sum = 0.0
+    start = 0
+    while start < len(values):
+        end = start
+        while end < len(values) and values[end][0] == values[start][0]:
+            end += 1
+        mean_rank = (start + 1 + end) / 2  # ranks start+1 .. end share their mean
+        positive_rank_sum += mean_rank * sum(1 for _, is_pos in values[start:end] if is_pos)
+        start = end
+    n_pos, n_neg = len(positives), len(negatives)
+    return (positive_rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
 def kendall_tau(reference: Sequence[float], other: Sequence[float]) -> float | None:
     """Kendall's tau-b between two score lists over the same items (higher = ranked higher).
 

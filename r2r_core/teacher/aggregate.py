@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 
 from r2r_core.data.model import Qrels, Run, ScoredDoc
 from r2r_core.errors import R2RError
-from r2r_core.evaluate import evaluate_run
+from r2r_core.evaluate import evaluate_run, mann_whitney_auc
 from r2r_core.store import RATIONALE_KINDS, RationaleRow
 from r2r_core.teacher.prompts import LABEL_SCALE, MAX_LABEL
 
@@ -444,27 +444,6 @@ def _score_consistency(rows: Sequence[RationaleRow]) -> PairConsistency:
 # --------------------------------------------------------------------------- teacher quality
 
 
-def mann_whitney_auc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
-    """P(a random positive scores above a random negative), ties counting half; None if a side is empty."""
-    if not positives or not negatives:
-        return None
-    values = [(float(v), True) for v in positives] + [(float(v), False) for v in negatives]
-    if any(math.isnan(v) for v, _ in values):
-        raise R2RError("AUC scores must not be NaN")
-    values.sort(key=lambda item: item[0])
-    positive_rank_sum = 0.0
-    start = 0
-    while start < len(values):
-        end = start
-        while end < len(values) and values[end][0] == values[start][0]:
-            end += 1
-        mean_rank = (start + 1 + end) / 2  # ranks start+1 .. end share their mean
-        positive_rank_sum += mean_rank * sum(1 for _, is_pos in values[start:end] if is_pos)
-        start = end
-    n_pos, n_neg = len(positives), len(negatives)
-    return (positive_rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
 @dataclass(frozen=True)
 class Confusion:
     """Label >= 2 ("relevant" predicted) against qrels grade >= rel_threshold (unjudged = not relevant)."""
@@ -602,6 +581,11 @@ def _available_rank_by(rows: Sequence[RationaleRow]) -> list[str]:
     return available
 
 
+def _auc(split: tuple[list[float], list[float]]) -> Auc:
+    relevant, non_relevant = split
+    return Auc(mann_whitney_auc(relevant, non_relevant), len(relevant), len(non_relevant))
+
+
 def _mean_ndcg10(run: Run, qrels: Qrels, queries: Sequence[str], rel_threshold: int) -> float:
     return evaluate_run(run, qrels, queries, measures=("nDCG@10",), rel_threshold=rel_threshold).mean("nDCG@10")
 
@@ -680,10 +664,9 @@ def teacher_quality(
         rel_threshold=rel_threshold,
         ndcg10=ndcg,
         label_confusion=Confusion(*split.confusion),
-        auc_p_yes=Auc(mann_whitney_auc(*split.p_yes), len(split.p_yes[0]), len(split.p_yes[1])),
-        auc_label=Auc(mann_whitney_auc(*split.label), len(split.label[0]), len(split.label[1])),
-        auc_expected_label=Auc(mann_whitney_auc(*split.expected_label), len(split.expected_label[0]),
-                               len(split.expected_label[1])),
+        auc_p_yes=_auc(split.p_yes),
+        auc_label=_auc(split.label),
+        auc_expected_label=_auc(split.expected_label),
         kinds=_kind_counts(rows),
         evidence=EvidenceStats(len(direct_ok), len(quoting), sum(1 for r in quoting if r.evidence_found is True)),
         pairwise=pair_consistency(usable, kind="pairwise"),
