@@ -67,6 +67,8 @@ def synthesize(
     = 0.5,
     negatives: Annotated[int, typer.Option(help="Hard negatives per kept question scored by the teacher.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed for the passage sample, the examples and decoding.")] = 0,
+    prompt: Annotated[str, typer.Option(help="Question prompt: synth_question (v1) | synth_question_no_ids "
+                                             "(no API names, the problem in everyday words).")] = "synth_question",
     export: Annotated[Path | None, typer.Option(help="Also write the set here (.jsonl or .jsonl.gz).")] = None,
     backend: Annotated[str | None, typer.Option(help="Teacher backend: local | openai.")] = None,
     model: Annotated[str | None, typer.Option(help="Registered GGUF name, a .gguf path, or the endpoint's model.")]
@@ -78,17 +80,25 @@ def synthesize(
     """Synthetic training queries: the teacher writes a question per passage, kept if it passes the filter."""
     from r2r_core.candidates import describe, first_stage
     from r2r_core.teacher.backends import create_backend
-    from r2r_core.teacher.synthesize import SynthesizePlan, SynthesizeRunner, export_synthetic, synthetic_path
+    from r2r_core.teacher.synthesize import (
+        SynthesizePlan,
+        SynthesizeRunner,
+        export_synthetic,
+        synth_prompt,
+        synthetic_path,
+    )
 
     config = _config(ctx).with_overrides(teacher__backend=backend, teacher__model=model, teacher__base_url=base_url,
                                          teacher__n_parallel=n_parallel, teacher__n_threads=threads)
+    template = synth_prompt(prompt)
     plan = SynthesizePlan(num_passages=passages, examples_split=examples_split, filter_depth=filter_depth,
                           min_p_yes=min_p_yes, negatives=negatives, seed=seed)
     loaded = _load(collection)
     path = synthetic_path(config.paths.home, loaded.name, name)
     retriever = first_stage(loaded, config)
     with create_backend(config.teacher, config.paths.models_dir) as chat:
-        runner = SynthesizeRunner(chat, loaded, retriever, plan, path, first_stage=describe(retriever))
+        runner = SynthesizeRunner(chat, loaded, retriever, plan, path, first_stage=describe(retriever),
+                                  prompt=template)
         summary = runner.run()
     typer.echo(summary.line())
     if export is not None:

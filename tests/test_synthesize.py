@@ -16,6 +16,8 @@ from r2r_core.retrieval import BM25Retriever
 from r2r_core.teacher.backends import LocalLlamaBackend, OpenAIChatBackend
 from r2r_core.teacher.models import resolve_model
 from r2r_core.teacher.synthesize import (
+    SYNTH_QUESTION,
+    SYNTH_QUESTION_NO_IDS,
     SynthesizePlan,
     SynthesizeRunner,
     SyntheticQuery,
@@ -23,6 +25,7 @@ from r2r_core.teacher.synthesize import (
     parse_question,
     read_synthetic,
     style_examples,
+    synth_prompt,
     validation_set,
 )
 
@@ -135,6 +138,23 @@ def test_backend_failures_are_recorded_then_retried_and_a_cut_line_is_dropped(
     path.write_text(path.read_text() + "not json\n" + json.dumps({"x": 1}) + "\n")
     with pytest.raises(R2RError, match=r"syn.jsonl:3: not a synthetic query record"):
         read_synthetic(path)
+
+
+def test_the_question_prompt_is_chosen_by_name_recorded_and_never_mixed_in_one_file(
+        tmp_path: Path, corpus: Collection, searcher) -> None:
+    plan = SynthesizePlan(num_passages=2, num_examples=2, min_words=5, max_tokens=16)
+    path = tmp_path / "syn.jsonl"
+    dead = OpenAIChatBackend("http://127.0.0.1:9/v1", SMOL, timeout_s=2, max_retries=0)
+    runner = SynthesizeRunner(dead, corpus, searcher, plan, path, prompt=synth_prompt("synth_question_no_ids"))
+    assert "Do not name any module" in runner.system and "Do not name" not in SYNTH_QUESTION.system
+    assert runner._request("sort").messages[0].content == runner.system
+    runner.run(progress=False)
+    assert {r.provenance["prompt_version"] for r in read_synthetic(path)} == {SYNTH_QUESTION_NO_IDS.version}
+    assert SYNTH_QUESTION_NO_IDS.version != SYNTH_QUESTION.version
+    with pytest.raises(R2RError, match="different prompt_version"):
+        SynthesizeRunner(dead, corpus, searcher, plan, path, prompt=SYNTH_QUESTION).pending()
+    with pytest.raises(R2RError, match=r"unknown question prompt 'nope'.*synth_question_no_ids"):
+        synth_prompt("nope")
 
 
 def test_every_parsed_question_validates_the_first_stage_not_only_the_kept() -> None:
