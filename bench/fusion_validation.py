@@ -1,11 +1,11 @@
 """A student alone and fused with BM25, on validation question sets only (never test), in one process.
 
 For every question of pydocs dev and of the frozen synthetic validation set (the teacher's questions,
-each judged by the passage it was written from), the first stage's top `--depth` candidates are ranked
-by the student's logits, then by (1 - w) z(logit) + w z(BM25) for each `--weight`
-(`r2r_core.candidates.first_stage_fusion`, what `--system 'student:PATH+bm25=W'` does); w = 1 is BM25's
-own order. Prints nDCG@10 and MRR@10 per set and weight. The student's passage embeddings are attached
-once (cached on disk beside the index), so after the first run this takes seconds.
+each judged by the passage it was written from; `--synthetic PATH` for other sets), the first stage's
+top `--depth` candidates are ranked by the student's logits, then by (1 - w) z(logit) + w z(BM25) for
+each `--weight` (`r2r_core.candidates.first_stage_fusion`, what `--system 'student:PATH+bm25=W'`
+does); w = 1 is BM25's own order. Prints nDCG@10 and MRR@10 per set and weight. The student's passage
+embeddings are attached once (cached on disk beside the index), so after the first run this takes seconds.
 
     python bench/fusion_validation.py --student assets/students/dual-pydocs --weight 0.1 --weight 0.3
 """
@@ -43,6 +43,9 @@ def main() -> None:
     parser.add_argument("--student", type=Path, default=REPO / "assets" / "students" / "dual-pydocs")
     parser.add_argument("--weight", type=float, action="append", help="BM25 weights (default 0.05 0.1 0.2 0.3 1)")
     parser.add_argument("--depth", type=int, default=100)
+    parser.add_argument("--synthetic", type=Path, action="append",
+                        help="synthetic question set(s) to validate on (default: the frozen validation set)")
+    parser.add_argument("--no-dev", action="store_true", help="skip pydocs dev")
     args = parser.parse_args()
     weights = args.weight or [0.05, 0.1, 0.2, 0.3, 1.0]
 
@@ -51,11 +54,12 @@ def main() -> None:
     student = load_student(args.student, device="cpu")
     if hasattr(student, "attach_collection"):
         student.attach_collection(collection, config.paths.index_dir)
-    synthetic = validation_set(read_synthetic(VALIDATION), "synthetic")
-    sets: dict[str, tuple[dict[str, str], Qrels]] = {
-        "pydocs dev": ({q: query.text for q, query in collection.split_queries("dev").items()}, collection.qrels),
-        "synthetic validation": (synthetic.queries, synthetic.qrels),
-    }
+    sets: dict[str, tuple[dict[str, str], Qrels]] = {}
+    if not args.no_dev:
+        sets["pydocs dev"] = ({q: query.text for q, query in collection.split_queries("dev").items()}, collection.qrels)
+    for path in args.synthetic or [VALIDATION]:
+        synthetic = validation_set(read_synthetic(path), path.name)
+        sets[path.name] = (synthetic.queries, synthetic.qrels)
     print(machine_line())
     print(f"student {args.student}, first stage top {args.depth}")
     for name, (queries, qrels) in sets.items():
