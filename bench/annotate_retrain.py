@@ -50,7 +50,7 @@ if str(REPO) not in sys.path:
 from _common import machine_line  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from r2r_core.config import R2RConfig  # noqa: E402
+from r2r_core.config import R2RConfig, parse_overrides  # noqa: E402
 from r2r_core.data.model import Collection  # noqa: E402
 from r2r_core.data.registry import load_collection  # noqa: E402
 from r2r_core.errors import R2RError  # noqa: E402
@@ -350,20 +350,6 @@ def print_flags(flags: Flags, rows: Sequence[RationaleRow], collection: Collecti
 # --------------------------------------------------------------------------- main
 
 
-def parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """`--set KEY=VALUE` as `r2r train` reads it: a JSON value, else the text."""
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise R2RError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            overrides[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key.strip()] = value
-    return overrides
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", type=Path, default=REPO / "var" / "bench-annotate")
@@ -385,7 +371,7 @@ def parse_args() -> argparse.Namespace:
                         "queries (the default and every reported number: all of them)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="training config override")
     args = parser.parse_args()
-    args.set = parse_set(args.set)
+    args.set = parse_overrides(args.set)
     if args.severity < args.min_severity:
         raise R2RError(f"--severity {args.severity} is below --min-severity {args.min_severity}: the annotations "
                        "would exclude nothing, so 'after' would train on the same rows as 'before'")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from r2r_core.cli_common import CollectionOpt, _config, _load, app
+from r2r_core.config import parse_overrides
 from r2r_core.errors import R2RError
 
 
@@ -143,7 +144,6 @@ def train(
     ] = None,
 ) -> None:
     """Distil the teacher's rankings (and, for r2r, its rationales) into a student; runs under torchrun too."""
-    import json
 
     from r2r_core.store import Store
     from r2r_core.student.data import load_training_data
@@ -152,14 +152,7 @@ def train(
     overrides: dict[str, object] = {"seed": seed, "device": device, "num_threads": threads}
     if steps is not None:
         overrides["steps"] = steps
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise R2RError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            overrides[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key.strip()] = value
+    overrides.update(parse_overrides(set_ or []))
     if student == "dual":
         _train_dual(config, _load(collection), out, synthetic or [], overrides, resume, dev_split or "dev",
                     base_model)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -385,6 +385,20 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, tuple | list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise R2RError(f"cannot write {value!r} ({type(value).__name__}) to TOML")
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` items as a dict: the value parsed as JSON (numbers, booleans, objects), else the text."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise R2RError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value
+    return overrides
 
 
 def check_known_keys(cls: type, data: Mapping[str, Any], where: str) -> None:

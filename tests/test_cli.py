@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from r2r_core.cli import app
+from r2r_core.config import parse_overrides
 from r2r_core.data.trec import read_run
 from r2r_core.errors import DataFormatError, R2RError
 from r2r_core.evaluate import evaluate_run
@@ -232,3 +233,10 @@ def test_prepare_converts_the_decoder_base_once_so_first_use_does_not(tmp_path: 
         in again.stdout, again.stdout
     assert resolve_decoder_base(base.name, models) == (str(base.checkpoint), base.sha256)
     assert (base.checkpoint / "config.json").stat().st_mtime_ns == written  # loading it converts nothing
+
+
+def test_set_overrides_take_json_values_else_text_and_name_a_malformed_item() -> None:
+    assert parse_overrides(["steps=40", " lr = 2e-5", 'model={"max_length": 128}', "device=cpu", "flag=true"]) == {
+        "steps": 40, "lr": 2e-5, "model": {"max_length": 128}, "device": "cpu", "flag": True}
+    with pytest.raises(R2RError, match="--set expects KEY=VALUE, got 'steps'"):
+        parse_overrides(["steps"])
