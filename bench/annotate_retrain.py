@@ -7,7 +7,7 @@ with var/), the script
 2. finds the rationales the teacher checks flag, as the app's Annotate queue does: quoted evidence not
    found (the row's `evidence_status` is "not_found"; rows written before that column existed: their
    `evidence_found` is False), a direct label that disagrees with the same teacher's P(Yes) (the stored
-   `label_score_disagrees`; where it was not stored, `teacher.verdicts.label_disagrees_with_p_yes`), and
+   `label_score_disagrees`; where it was not stored, `teacher.verdicts.label_score_verdicts`), and
    `pairwise` answers of an order-inconsistent pair (`teacher.aggregate.pair_consistency`);
 3. trains a student "before" (no annotation in the store), then marks every flagged rationale bad through
    `Store.add_annotation` (the call the Annotate page makes) and trains "after", with the same seed,
@@ -71,7 +71,7 @@ from r2r_core.systems import (  # noqa: E402
 )
 from r2r_core.teacher.aggregate import is_fallback_score, pair_consistency  # noqa: E402
 from r2r_core.teacher.exchange import import_teacher_data  # noqa: E402
-from r2r_core.teacher.verdicts import label_disagrees_with_p_yes, mean_p_yes  # noqa: E402
+from r2r_core.teacher.verdicts import label_score_verdicts  # noqa: E402
 
 COLLECTION = "pydocs"
 DEV_SPLIT = "dev"
@@ -132,21 +132,10 @@ def label_score_disagreements(rows: Sequence[RationaleRow]) -> tuple[set[int], i
     flagged: set[int] = set()
     stored = computed = 0
     for model in sorted({r.model for r in rows}):
-        mine = [r for r in rows if r.model == model]
-        p_yes = mean_p_yes(mine)
-        for row in mine:
-            if row.kind != "direct" or row.label is None or row.rationale_id is None:
-                continue
-            p = p_yes.get((row.query_id, row.doc_id))
-            if row.label_score_disagrees is not None:
-                stored += 1
-                disagrees = row.label_score_disagrees
-            elif p is not None:
-                computed += 1
-                disagrees = label_disagrees_with_p_yes(row.label, p)
-            else:
-                continue
-            if disagrees:
+        for row, disagrees in label_score_verdicts([r for r in rows if r.model == model]):
+            stored += row.label_score_disagrees is not None
+            computed += row.label_score_disagrees is None
+            if disagrees and row.rationale_id is not None:
                 flagged.add(row.rationale_id)
     return flagged, stored, computed
 

@@ -144,7 +144,6 @@ def train(
     ] = None,
 ) -> None:
     """Distil the teacher's rankings (and, for r2r, its rationales) into a student; runs under torchrun too."""
-
     from r2r_core.store import Store
     from r2r_core.student.data import load_training_data
 

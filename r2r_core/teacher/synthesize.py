@@ -77,7 +77,7 @@ SYNTH_QUESTION_NO_IDS = PromptTemplate(
         "everyday words. Do not name any module, class, function, method, parameter or constant, and do not "
         "reuse the document's title or its distinctive words. Answer with the question only, on one line."
     ),
-    user="<document>\n{document}\n</document>\n\nQuestion:",
+    user=SYNTH_QUESTION.user,
 )
 SYNTH_PROMPTS = {template.name: template for template in (SYNTH_QUESTION, SYNTH_QUESTION_NO_IDS)}
 

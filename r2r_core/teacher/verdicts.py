@@ -46,6 +46,7 @@ __all__ = [
     "TeacherChecks",
     "label_disagrees_with_p_yes",
     "label_score_disagreements",
+    "label_score_verdicts",
     "mean_p_yes",
     "quote_matches",
     "resolve_pairs",
@@ -197,20 +198,25 @@ def label_disagrees_with_p_yes(label: int, p_yes: float) -> bool:
     return abs(label / MAX_LABEL - p_yes) >= LABEL_SCORE_GAP
 
 
-def label_score_disagreements(rows: Iterable[RationaleRow]) -> tuple[int, int]:
-    """(direct rows whose label disagrees with the teacher's mean P(Yes), direct rows that have a P(Yes)),
-    over usable rows: the stored ``label_score_disagrees`` when set, else computed."""
+def label_score_verdicts(rows: Iterable[RationaleRow]) -> list[tuple[RationaleRow, bool]]:
+    """(direct row, whether its label disagrees with the teacher's mean P(Yes)) for every usable direct row
+    that has a P(Yes): the stored ``label_score_disagrees`` when set, else computed."""
     usable = _usable(rows)
     p_yes = mean_p_yes(usable)
-    compared = disagree = 0
+    verdicts = []
     for row in usable:
         p = p_yes.get((row.query_id, row.doc_id))
         if row.kind != "direct" or row.label is None or p is None:
             continue
-        compared += 1
         flagged = row.label_score_disagrees
-        disagree += flagged if flagged is not None else label_disagrees_with_p_yes(row.label, p)
-    return disagree, compared
+        verdicts.append((row, flagged if flagged is not None else label_disagrees_with_p_yes(row.label, p)))
+    return verdicts
+
+
+def label_score_disagreements(rows: Iterable[RationaleRow]) -> tuple[int, int]:
+    """(direct rows whose label disagrees with the teacher's mean P(Yes), direct rows that have a P(Yes))."""
+    verdicts = label_score_verdicts(rows)
+    return sum(disagrees for _, disagrees in verdicts), len(verdicts)
 
 
 def quote_matches(row: RationaleRow, document: str | None) -> list[str]:
