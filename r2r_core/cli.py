@@ -258,6 +258,10 @@ def evaluate_systems_cmd(
     ] = 100,
     seed: Annotated[int, typer.Option(help="Seed of the explanation sample and of the paired tests vs BM25.")] = 0,
     device: Annotated[str | None, typer.Option(help="cuda | mps | cpu (default: automatic).")] = None,
+    expansions: Annotated[
+        Path | None, typer.Option(help="Query expansions of the split (`r2r expand`): every system, BM25 "
+                                  "included, reads question + the teacher's passage (query2doc).")
+    ] = None,
 ) -> None:
     """Evaluate systems on one split over the same BM25 candidates: one table (with a paired test of every
     system against BM25 on nDCG@10), runs, report and plot."""
@@ -270,6 +274,10 @@ def evaluate_systems_cmd(
     specs = [parse_system(s) for s in (system or ["bm25"])]
     check_systems(specs)  # before loading, indexing or running anything
     loaded = _load(collection)
+    if expansions is not None:
+        from r2r_core.teacher.expansion import expanded_collection, read_expansions
+
+        loaded = expanded_collection(loaded, read_expansions(expansions), [split])
     model = teacher_model or config.teacher.model
     out = output or config.paths.home / "eval" / f"{loaded.name}-{split}"
     command = ["r2r", *(["--config", str(ctx.obj.config_file)] if ctx.obj.config_file else []),
@@ -277,7 +285,8 @@ def evaluate_systems_cmd(
     for spec in system or ["bm25"]:
         command += ["--system", spec]
     command += ["--teacher-model", model, *(["--teacher-rank-by", teacher_rank_by] if teacher_rank_by else []),
-                "--explain-sample", str(explain_sample), "--seed", str(seed), "--output", str(out)]
+                "--explain-sample", str(explain_sample), "--seed", str(seed), "--output", str(out),
+                *(["--expansions", str(expansions)] if expansions is not None else [])]
     rows = []
     if config.paths.store_path.exists():
         from r2r_core.store import Store

@@ -1,4 +1,4 @@
-"""`r2r synthesize` and `r2r train`: teacher-made training data and the students trained on it."""
+"""`r2r synthesize`, `r2r expand` and `r2r train`: teacher-made queries and the students trained on them."""
 
 from __future__ import annotations
 
@@ -104,6 +104,42 @@ def synthesize(
     typer.echo(summary.line())
     if export is not None:
         typer.echo(f"exported {export_synthetic(path, export)} records to {export}")
+
+
+@app.command()
+def expand(
+    ctx: typer.Context,
+    collection: CollectionOpt = "pydocs",
+    split: Annotated[list[str] | None, typer.Option(help="Split(s) whose queries are expanded (default: dev, test).")]
+    = None,
+    max_tokens: Annotated[int, typer.Option(help="Longest expansion, in tokens.")] = 110,
+    export: Annotated[Path | None, typer.Option(help="Also write each split's file into this folder as "
+                                                     "<collection>-<split>.jsonl.gz (for assets/).")] = None,
+    backend: Annotated[str | None, typer.Option(help="Teacher backend: local | openai.")] = None,
+    model: Annotated[str | None, typer.Option(help="Registered GGUF name, a .gguf path, or the endpoint's model.")]
+    = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://host:8000/v1.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (local backend).")] = None,
+) -> None:
+    """Query expansion (query2doc): the teacher writes the passage it expects to answer each query;
+    `r2r evaluate-systems --expansions` then searches and re-ranks with question + passage. Resumable."""
+    from r2r_core.teacher.backends import create_backend
+    from r2r_core.teacher.expansion import expand_queries, expansion_path, export_expansions
+
+    config = _config(ctx).with_overrides(teacher__backend=backend, teacher__model=model, teacher__base_url=base_url,
+                                         teacher__n_threads=threads)
+    loaded = _load(collection)
+    splits = split or ["dev", "test"]
+    queries = {s: {q: query.text for q, query in loaded.split_queries(s).items()} for s in splits}
+    with create_backend(config.teacher, config.paths.models_dir) as chat:
+        for name, texts in queries.items():
+            summary = expand_queries(chat, texts, expansion_path(config.paths.home, loaded.name, name),
+                                     max_tokens=max_tokens)
+            typer.echo(f"{name}: {summary.written} expanded, {summary.failed} failed, {summary.skipped} already "
+                       f"done -> {summary.path}")
+            if export is not None:
+                target = export / f"{loaded.name}-{name}.jsonl.gz"
+                typer.echo(f"exported {export_expansions(summary.path, target)} records to {target}")
 
 
 @app.command()

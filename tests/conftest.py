@@ -90,3 +90,16 @@ def pydocs_bm25(pydocs, config_file: Path):
 
     config = R2RConfig.load(config_file)
     return BM25Retriever.for_collection(pydocs, config.paths.index_dir, config.bm25, progress=False)
+
+
+@pytest.fixture(scope="session")
+def smol_chat(tmp_path_factory: pytest.TempPathFactory):
+    """SmolLM2-135M in llama.cpp (the real local teacher runtime, test-sized model), loaded once."""
+    from r2r_core.teacher.backends import LocalLlamaBackend
+    from r2r_core.teacher.models import resolve_model
+
+    model = resolve_model("smollm2-135m-instruct", tmp_path_factory.mktemp("models"))
+    backend = LocalLlamaBackend(model.path, model_name="smollm2-135m-instruct", sha256=model.sha256, ctx_size=2048,
+                                n_threads=2)
+    yield backend
+    backend.close()

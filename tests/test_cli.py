@@ -21,7 +21,7 @@ from r2r_core.store import Store
 runner = CliRunner()
 FAST_STUDENT = Path(__file__).resolve().parent.parent / "assets" / "students" / "fast-pydocs"
 SUBCOMMANDS = ["index", "search", "retrieve", "evaluate", "evaluate-systems", "build-pydocs", "collections", "teach",
-               "teacher-report", "train", "serve", "app", "store", "prepare"]
+               "teacher-report", "train", "synthesize", "expand", "serve", "app", "store", "prepare"]
 
 
 def invoke(config_file: Path, *args: str):

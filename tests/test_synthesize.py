@@ -4,7 +4,6 @@ against a port where nothing listens (backend failures are recorded, then retrie
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,7 @@ from r2r_core.config import BM25Config
 from r2r_core.data.model import Collection, Document, Qrels, Query
 from r2r_core.errors import R2RError
 from r2r_core.retrieval import BM25Retriever
-from r2r_core.teacher.backends import LocalLlamaBackend, OpenAIChatBackend
-from r2r_core.teacher.models import resolve_model
+from r2r_core.teacher.backends import OpenAIChatBackend
 from r2r_core.teacher.synthesize import (
     SYNTH_QUESTION,
     SYNTH_QUESTION_NO_IDS,
@@ -58,14 +56,6 @@ def searcher(corpus: Collection, tmp_path_factory: pytest.TempPathFactory) -> BM
     return BM25Retriever.for_collection(corpus, tmp_path_factory.mktemp("idx"), BM25Config(depth=10), progress=False)
 
 
-@pytest.fixture(scope="module")
-def smol(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLlamaBackend]:
-    model = resolve_model(SMOL, tmp_path_factory.mktemp("models"))
-    backend = LocalLlamaBackend(model.path, model_name=SMOL, sha256=model.sha256, ctx_size=2048, n_threads=2)
-    yield backend
-    backend.close()
-
-
 def test_parse_question_takes_the_first_plausible_line() -> None:
     assert parse_question('Question: "How do I sort a list?"\nmore text') == "How do I sort a list?"
     assert parse_question("\n1. What does gc.collect() do?") == "What does gc.collect() do?"
@@ -84,11 +74,11 @@ def test_style_examples_never_come_from_dev_or_test(corpus: Collection) -> None:
 
 
 def test_real_model_writes_filtered_provenance_tracked_questions_and_resumes(
-        tmp_path: Path, corpus: Collection, searcher, smol) -> None:
+        tmp_path: Path, corpus: Collection, searcher, smol_chat) -> None:
     plan = SynthesizePlan(num_passages=4, num_examples=2, min_words=5, filter_depth=3, negatives=1,
                           max_tokens=32, batch_size=2)
     path = tmp_path / "syn.jsonl"
-    runner = SynthesizeRunner(smol, corpus, searcher, plan, path)
+    runner = SynthesizeRunner(smol_chat, corpus, searcher, plan, path)
     # the prompt shows train questions only: no dev or test text can reach a synthetic question
     assert DEV_TEXT not in runner.system and TEST_TEXT not in runner.system
     assert any(corpus.queries[q].text in runner.system for q in runner.examples)
@@ -108,10 +98,10 @@ def test_real_model_writes_filtered_provenance_tracked_questions_and_resumes(
             assert all(n.doc_id != record.passage_id for n in record.negatives)
             assert sum(n.p_yes is not None for n in record.negatives) <= plan.negatives
     lines_before = path.read_text().count("\n")
-    assert SynthesizeRunner(smol, corpus, searcher, plan, path).run(progress=False).attempted == 0
+    assert SynthesizeRunner(smol_chat, corpus, searcher, plan, path).run(progress=False).attempted == 0
     assert path.read_text().count("\n") == lines_before
     with pytest.raises(R2RError, match="different plan"):
-        SynthesizeRunner(smol, corpus, searcher, SynthesizePlan(num_passages=4, min_words=5, filter_depth=5,
+        SynthesizeRunner(smol_chat, corpus, searcher, SynthesizePlan(num_passages=4, min_words=5, filter_depth=5,
                                                                 num_examples=2, max_tokens=32), path).pending()
     exported = tmp_path / "out" / "syn.jsonl.gz"
     assert export_synthetic(path, exported) == 4

@@ -224,16 +224,16 @@ def _open_text(path: Path) -> Any:
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
 
 
-def read_synthetic(path: str | Path) -> list[SyntheticQuery]:
-    """Every record of a synthetic set (.jsonl or .jsonl.gz), the last record per passage winning.
+def json_records(path: str | Path, what: str, *, container: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every complete line of a .jsonl or .jsonl.gz file written line by line
+    (`what`: one record's name in errors; `container`: the file's).
 
     A final line without its newline (a crash mid-write) is skipped with a warning; any other
     unparsable line raises, naming the file and line.
     """
     path = Path(path)
     if not path.is_file():
-        raise R2RError(f"no synthetic query set at {path}")
-    records: dict[str, SyntheticQuery] = {}
+        raise R2RError(f"no {container} at {path}")
     with _open_text(path) as handle:
         lines = handle.read().split("\n")
     complete, tail = lines[:-1], lines[-1]
@@ -243,7 +243,20 @@ def read_synthetic(path: str | Path) -> list[SyntheticQuery]:
         if not line.strip():
             continue
         try:
-            record = SyntheticQuery.from_dict(json.loads(line))
+            data = json.loads(line)
+        except ValueError as error:
+            raise R2RError(f"{path}:{number}: not a {what} record ({error})") from error
+        if not isinstance(data, dict):
+            raise R2RError(f"{path}:{number}: not a {what} record (a JSON object is expected)")
+        yield number, data
+
+
+def read_synthetic(path: str | Path) -> list[SyntheticQuery]:
+    """Every record of a synthetic set (.jsonl or .jsonl.gz), the last record per passage winning."""
+    records: dict[str, SyntheticQuery] = {}
+    for number, data in json_records(path, "synthetic query", container="synthetic query set"):
+        try:
+            record = SyntheticQuery.from_dict(data)
         except (ValueError, TypeError) as error:
             raise R2RError(f"{path}:{number}: not a synthetic query record ({error})") from error
         records[record.passage_id] = record
@@ -261,7 +274,7 @@ def validation_set(queries: Sequence[SyntheticQuery], name: str = "synthetic") -
                          Qrels({q.query_id: {q.passage_id: 1} for q in asked}))
 
 
-def _drop_incomplete_tail(path: Path) -> None:
+def drop_incomplete_tail(path: Path) -> None:
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
         cut = data.rfind(b"\n") + 1
@@ -272,16 +285,24 @@ def _drop_incomplete_tail(path: Path) -> None:
 
 def export_synthetic(source: str | Path, target: str | Path) -> int:
     """Write a synthetic set, one line per passage, gzip-compressed when `target` ends in .gz."""
-    records = read_synthetic(source)
+    records = sorted(read_synthetic(source), key=lambda r: r.query_id)
+    return write_json_lines((record.to_json() for record in records), target)
+
+
+def write_json_lines(lines: Iterable[str], target: str | Path) -> int:
+    """Write JSON lines atomically (a .partial file renamed into place), gzip-compressed when `target`
+    ends in .gz; returns how many were written."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     opener = gzip.open if target.suffix == ".gz" else open
+    count = 0
     with opener(partial, "wt", encoding="utf-8") as handle:
-        for record in sorted(records, key=lambda r: r.query_id):
-            handle.write(record.to_json() + "\n")
+        for line in lines:
+            handle.write(line + "\n")
+            count += 1
     os.replace(partial, target)
-    return len(records)
+    return count
 
 
 # ---------------------------------------------------------------------------------------- the job
@@ -334,7 +355,7 @@ class SynthesizeRunner:
         passages = sample_passages(self.collection, self.plan.num_passages, self.plan.seed, self.plan.min_words)
         if not self.path.is_file():
             return passages
-        _drop_incomplete_tail(self.path)
+        drop_incomplete_tail(self.path)
         existing = read_synthetic(self.path)
         self._check_compatible(existing)
         decided = {r.passage_id for r in existing if r.status in DECIDED}
