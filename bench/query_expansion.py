@@ -5,11 +5,13 @@ re-ranks) and for the question + the teacher's passage (`r2r expand`; the expand
 with the expanded text). Rows: BM25, the zero-shot bi-encoder and the dual student, each plain and
 expanded, and the rerankers fused with their BM25 (`--weight`, what `student:PATH+bm25=W` does; choose W
 on dev). Every row gets a paired randomization test on nDCG@10 against plain BM25 and against the plain
-bi-encoder (the two peers of the distillation issue). The expansions are read from a file (the
-teacher's cost is their stored generation time, printed), so this re-runs in minutes without the teacher.
+bi-encoder (the two peers of the distillation issue); each reranker's AUC says how well its scores
+separate the judged-relevant candidates from the rest (pooled over queries). The expansions are read
+from a file (the teacher's cost is their stored generation time, printed), so this re-runs in minutes
+without the teacher.
 
     python bench/query_expansion.py --split dev --weight 0.1 --weight 0.2 --weight 0.3
-    python bench/query_expansion.py --split test --weight 0.2
+    python bench/query_expansion.py --split test --weight 0.3
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from _common import machine_line  # noqa: E402
 
 from r2r_core.config import R2RConfig  # noqa: E402
 from r2r_core.data.registry import load_collection  # noqa: E402
-from r2r_core.evaluate import evaluate_run  # noqa: E402
+from r2r_core.evaluate import evaluate_run, mann_whitney_auc  # noqa: E402
 from r2r_core.rerank import bi_encoder_scorer, rerank, student_scorer  # noqa: E402
 from r2r_core.retrieval import BM25Retriever  # noqa: E402
 from r2r_core.student.api import load_student  # noqa: E402
@@ -63,6 +65,7 @@ def main() -> None:
 
     rows: dict[str, dict[str, float]] = {}  # row -> per-query nDCG@10
     means: dict[str, dict[str, float]] = {}
+    aucs: dict[str, float | None] = {}  # reranker -> AUC of its scores, relevant vs not, over every candidate
     for variant, collection in (("", plain), ("expanded ", expanded)):
         candidates = retriever.retrieve(collection, args.split, args.depth, name="bm25")
         texts = sorted({collection.documents[d].contents for q in candidates for d in candidates.doc_ids(q)})
@@ -74,6 +77,7 @@ def main() -> None:
                 label = f"{variant}{name}" + ("" if weight is None else f" + BM25 w={weight:g}")
                 runs[label], _ = rerank(scorer, collection, candidates, label, first_stage_weight=weight,
                                         cache=cache, progress=False)
+            aucs[f"{variant}{name}"] = _auc(cache, candidates, plain.qrels)
         for label, run in runs.items():
             result = evaluate_run(run, plain.qrels, query_ids, measures=MEASURES, excluded=plain.excluded)
             rows[label] = {q: v["nDCG@10"] for q, v in result.per_query.items()}
@@ -86,15 +90,30 @@ def main() -> None:
           f"(query cut {student.config.max_query_tokens} tokens); expansions {expansions_file.name} by {model}, "
           f"median {statistics.median(seconds) if seconds else float('nan'):.1f} s per query to generate")
     print("| system | nDCG@10 | MRR@10 | R@100 | x BM25 | Δ vs BM25 [95% CI] | p vs BM25 | Δ vs bi-encoder "
-          "[95% CI] | p vs bi-encoder |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "[95% CI] | p vs bi-encoder | AUC |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     base = means["BM25"]["nDCG@10"]
     for label, per_query in rows.items():
         m = means[label]
         ratio = m["nDCG@10"] / base if base else float("nan")
         print(f"| {label} | {m['nDCG@10']:.4f} | {m['RR@10']:.4f} | {m['R@100']:.4f} | {ratio:.2f} | "
               f"{_cells(per_query, rows['BM25'], label == 'BM25')} | "
-              f"{_cells(per_query, rows['bi-encoder'], label == 'bi-encoder')} |")
+              f"{_cells(per_query, rows['bi-encoder'], label == 'bi-encoder')} | {_number(aucs.get(label))} |")
+
+
+def _auc(cache: dict, candidates, qrels) -> float | None:
+    """How well a reranker's scores (P(relevant) for a student: the same order) separate the judged-relevant
+    candidates from the rest, pooled over the split's queries."""
+    relevant, other = [], []
+    for query_id, (scores, _) in cache.items():
+        judged = qrels.get(query_id, {})
+        for doc_id, score in zip(candidates.doc_ids(query_id), scores, strict=True):
+            (relevant if judged.get(doc_id, 0) > 0 else other).append(float(score))
+    return mann_whitney_auc(relevant, other)
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
 
 
 def _cells(per_query: dict[str, float], peer: dict[str, float], same: bool) -> str:
