@@ -83,7 +83,7 @@ def main() -> None:
             rows[label] = {q: v["nDCG@10"] for q, v in result.per_query.items()}
             means[label] = result.means()
 
-    seconds = [r.seconds for q, r in expansions.items() if q in set(query_ids) and r.seconds is not None]
+    seconds = [expansions[q].seconds for q in query_ids if expansions[q].seconds is not None]
     model = next(iter(expansions.values())).provenance.get("model")
     print(machine_line())
     print(f"pydocs {args.split}: {len(query_ids)} queries, BM25 top {args.depth}; student {args.student.name} "

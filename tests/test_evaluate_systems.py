@@ -60,6 +60,7 @@ from r2r_core.systems import (
     table_markdown,
     teacher_reference,
 )
+from r2r_core.teacher.expansion import QueryExpansion
 
 runner = CliRunner()
 
@@ -626,3 +627,34 @@ def test_the_apps_bm25_weight_must_be_a_weight(tmp_path: Path) -> None:
     config.write_text("[app]\nfirst_stage_weight = 1.5\n", encoding="utf-8")
     with pytest.raises(R2RError, match=r"\[app\] first_stage_weight must be in \[0, 1\], got 1.5"):
         R2RConfig.load(config)
+
+
+def test_evaluate_systems_with_expansions_searches_with_question_and_passage(tmp_path: Path) -> None:
+    # The question shares no word with its answer; the expansion names what the answer is about.
+    docs = [Document("dedupe", "dict.fromkeys(items) drops repeated items and keeps their first order.", "Dicts"),
+            Document("sort", "sorted() returns a new sorted list of the items.", "Sorting"),
+            Document("gc", "gc.collect() runs the garbage collector.", "gc")]
+    queries = [Query("q1", "remove duplicates from a list", "test"),
+               Query("q2", "force a garbage collection", "test")]
+    collection = Collection("expand-tiny", {d.doc_id: d for d in docs}, {q.query_id: q for q in queries},
+                            Qrels({"q1": {"dedupe": 1}, "q2": {"gc": 1}}))
+    spec = f"beir:{_write_beir(collection, tmp_path / 'beir')}"
+    expansions = tmp_path / "test.jsonl"
+    passages = {"q1": "Use dict.fromkeys() to drop repeated items.", "q2": "gc.collect() runs the collector."}
+    expansions.write_text("".join(QueryExpansion(q.query_id, q.text, "ok", passages[q.query_id], "").to_json() + "\n"
+                                  for q in queries))
+    config = tmp_path / "r2r.toml"
+    config.write_text(f'[paths]\nhome = "{tmp_path / "home"}"\n', encoding="utf-8")
+    scores = {}
+    for name, extra in (("plain", []), ("expanded", ["--expansions", str(expansions)])):
+        out = tmp_path / name
+        result = runner.invoke(app, ["--config", str(config), "evaluate-systems", "--collection", spec, "--split",
+                                     "test", "--depth", "3", "--system", "bm25", "-o", str(out), *extra])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        report = EvaluationReport.load(out / "report.json")
+        scores[name] = report.systems[0].metrics["nDCG@10"]
+        assert ("--expansions" in shlex.split(report.command)) == bool(extra), "the command re-runs as it ran"
+    assert scores["plain"] < 1.0 and scores["expanded"] == pytest.approx(1.0)
+    result = runner.invoke(app, ["--config", str(config), "evaluate-systems", "--collection", spec, "--depth", "3",
+                                 "--expansions", str(tmp_path / "missing.jsonl")])
+    assert isinstance(result.exception, R2RError) and "no query expansion file at" in str(result.exception)

@@ -1,20 +1,16 @@
 """`r2r expand` (query2doc): a real model (SmolLM2 in llama.cpp) writes the expansions, a real HTTP client
-against a port where nothing listens records failures, and the expanded collection feeds the real Lucene
-first stage and `r2r evaluate-systems`."""
+against a port where nothing listens records failures, and the expanded collection keeps everything but
+the chosen split's query texts (`evaluate-systems --expansions`: tests/test_evaluate_systems.py)."""
 
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from r2r_core.cli import app
-from r2r_core.data.model import Collection, Document, Qrels, Query
+from r2r_core.data.model import Collection
 from r2r_core.errors import R2RError
-from r2r_core.evaluate import EvaluationReport
 from r2r_core.teacher.backends import OpenAIChatBackend
 from r2r_core.teacher.expansion import (
     QUERY2DOC,
@@ -24,8 +20,6 @@ from r2r_core.teacher.expansion import (
     export_expansions,
     read_expansions,
 )
-
-runner = CliRunner()
 
 
 def _ok(query_id: str, query: str, expansion: str) -> QueryExpansion:
@@ -95,45 +89,3 @@ def test_the_expanded_collection_changes_only_the_chosen_split_and_names_what_is
     stale = {**expansions, "q-sort": _ok("q-sort", "how to sort a tuple", "sorted()")}
     with pytest.raises(R2RError, match=r"differs from tiny's for \['q-sort'\]"):
         expanded_collection(tiny_collection, stale, ["test"])
-
-
-def _beir(folder: Path, collection: Collection) -> Path:
-    (folder / "qrels").mkdir(parents=True)
-    (folder / "corpus.jsonl").write_text("".join(
-        json.dumps({"_id": d.doc_id, "title": d.title, "text": d.text}) + "\n" for d in collection.documents.values()))
-    (folder / "queries.jsonl").write_text("".join(
-        json.dumps({"_id": q.query_id, "text": q.text, "metadata": {"split": q.split}}) + "\n"
-        for q in collection.queries.values()))
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"{q}\t{d}\t{g}\n" for q, docs in collection.qrels.items() for d, g in docs.items()))
-    return folder
-
-
-def test_evaluate_systems_with_expansions_searches_with_question_and_passage(tmp_path: Path) -> None:
-    # The question shares no word with its answer; the expansion names what the answer is about.
-    docs = [Document("dedupe", "dict.fromkeys(items) drops repeated items and keeps their first order.", "Dicts"),
-            Document("sort", "sorted() returns a new sorted list of the items.", "Sorting"),
-            Document("gc", "gc.collect() runs the garbage collector.", "gc")]
-    queries = [Query("q1", "remove duplicates from a list", "test"),
-               Query("q2", "force a garbage collection", "test")]
-    collection = Collection("expand-tiny", {d.doc_id: d for d in docs}, {q.query_id: q for q in queries},
-                            Qrels({"q1": {"dedupe": 1}, "q2": {"gc": 1}}))
-    spec = f"beir:{_beir(tmp_path / 'beir', collection)}"
-    expansions = tmp_path / "test.jsonl"
-    expansions.write_text(_ok("q1", queries[0].text, "Use dict.fromkeys() to drop repeated items.").to_json() + "\n"
-                          + _ok("q2", queries[1].text, "gc.collect() runs the collector.").to_json() + "\n")
-    config = tmp_path / "r2r.toml"
-    config.write_text(f'[paths]\nhome = "{tmp_path / "home"}"\n', encoding="utf-8")
-    scores = {}
-    for name, extra in (("plain", []), ("expanded", ["--expansions", str(expansions)])):
-        out = tmp_path / name
-        result = runner.invoke(app, ["--config", str(config), "evaluate-systems", "--collection", spec, "--split",
-                                     "test", "--depth", "3", "--system", "bm25", "-o", str(out), *extra])
-        assert result.exit_code == 0, result.output + repr(result.exception)
-        report = EvaluationReport.load(out / "report.json")
-        scores[name] = report.systems[0].metrics["nDCG@10"]
-        assert ("--expansions" in shlex.split(report.command)) == bool(extra), "the command re-runs as it ran"
-    assert scores["plain"] < 1.0 and scores["expanded"] == pytest.approx(1.0)
-    result = runner.invoke(app, ["--config", str(config), "evaluate-systems", "--collection", spec, "--depth", "3",
-                                 "--expansions", str(tmp_path / "missing.jsonl")])
-    assert isinstance(result.exception, R2RError) and "no query expansion file at" in str(result.exception)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -144,15 +145,15 @@ def _expand_one(chat: ChatBackend, prompt: PromptTemplate, query_id: str, text: 
                 provenance: dict[str, Any]) -> QueryExpansion:
     request = ChatRequest((ChatMessage("system", prompt.system), ChatMessage("user", prompt.user.format(query=text))),
                           max_tokens=max_tokens, temperature=0.0)
-    created = datetime.now(UTC).isoformat(timespec="seconds")
-    base = QueryExpansion(query_id, text, "failed", None, "", provenance=provenance, created_at=created)
-    started = datetime.now(UTC)
+    base = QueryExpansion(query_id, text, "failed", None, "", provenance=provenance,
+                          created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    started = time.perf_counter()
     try:
         result = chat.chat(request)
     except ChatError as error:
         log.warning("expand %s: %s", query_id, error)
         return replace(base, raw=f"backend error: {error}")
-    seconds = round((datetime.now(UTC) - started).total_seconds(), 3)
+    seconds = round(time.perf_counter() - started, 3)
     expansion = _clean(result.text)
     if not expansion:
         return replace(base, raw=result.text, seconds=seconds)
