@@ -238,6 +238,7 @@ def evaluate_systems_cmd(
         list[str] | None,
         typer.Option("--system", "-s", help="bm25 | minilm-biencoder | teacher[:RANK_BY] | student:PATH[:LABEL]; "
                      "a reranker with '+bm25=W' fuses in the BM25 score with weight W (choose W on dev); "
+                     "'FIRST%K>>SECOND' re-ranks FIRST's top K with SECOND (a cascade, for a slow student); "
                      "repeatable (default: bm25)."),
     ] = None,
     output: Annotated[

@@ -16,7 +16,8 @@ from r2r_core.candidates import first_stage_fusion
 from r2r_core.data.model import Collection, Run, ScoredDoc
 from r2r_core.errors import R2RError
 
-__all__ = ["ScoreCache", "Scorer", "bi_encoder_scorer", "bm25_latencies", "rerank", "student_scorer"]
+__all__ = ["ScoreCache", "Scorer", "bi_encoder_scorer", "bm25_latencies", "cascade", "rerank", "student_scorer",
+           "top_of"]
 
 # A reranker: (query text, candidate texts) -> one score per candidate, higher is better.
 Scorer = Callable[[str, Sequence[str]], np.ndarray]
@@ -89,6 +90,30 @@ def rerank(
         n = len(order)
         run.set_ranking(query_id, [ScoredDoc(doc_ids[i], float(n - r), r + 1) for r, i in enumerate(order)])
     return run, latencies
+
+
+def top_of(run: Run, k: int) -> Run:
+    """The first ``k`` documents of every query of ``run`` (the candidates a second reranker re-orders)."""
+    return Run(f"{run.name}%{k}", {q: run[q][:k] for q in run})
+
+
+def cascade(first: Run, second: Run, name: str) -> Run:
+    """``second``'s order of the head it re-ranked, then ``first``'s order of everything after that head.
+
+    ``second`` must re-rank a prefix of ``first`` per query (``top_of``): a document of ``second``
+    missing from that prefix is an error, not a silent duplicate. Scores are rank-derived, as in ``rerank``.
+    """
+    run = Run(name)
+    for query_id in first:
+        ranked, head = first[query_id], second.get(query_id, [])
+        prefix = {d.doc_id for d in ranked[:len(head)]}
+        if {d.doc_id for d in head} != prefix:
+            raise R2RError(f"cascade {name}: query {query_id!r}: the second stage did not re-rank the first "
+                           f"stage's top {len(head)}")
+        order = [d.doc_id for d in head] + [d.doc_id for d in ranked[len(head):]]
+        n = len(order)
+        run.set_ranking(query_id, [ScoredDoc(doc_id, float(n - r), r + 1) for r, doc_id in enumerate(order)])
+    return run
 
 
 def bm25_latencies(retriever, collection: Collection, query_ids: Iterable[str], depth: int,

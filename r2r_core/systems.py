@@ -18,6 +18,11 @@ reranker), and a list of systems, each given as a spec (``parse_system``):
     RERANKER+bm25=W         a reranking system (minilm-biencoder or student:...) with the BM25 score
                             folded back in: (1 - W) * z(reranker score) + W * z(BM25 score) per query
                             (``candidates.first_stage_fusion``); choose W on dev (one row per W)
+    FIRST%K>>SECOND         a cascade (PyTerrier's ``%`` and ``>>``): the reranker FIRST (fused or not)
+                            re-orders every candidate, then the reranker SECOND re-orders FIRST's top K
+                            and the rest keep FIRST's order (``rerank.cascade``). For a slow scorer, such
+                            as the R2R decoder student, on a deep candidate list; its latency is the sum
+                            of both stages, and SECOND is the one that explains
 
 ``check_systems`` checks every spec's files (a student folder must hold a saved student) before any
 work, so a bad spec fails at once, never after the systems before it have run.
@@ -99,7 +104,16 @@ from r2r_core.explanations import (
     explanation_quality,
     explanation_sample,
 )
-from r2r_core.rerank import ScoreCache, bi_encoder_scorer, bm25_latencies, rerank, student_scorer
+from r2r_core.rerank import (
+    ScoreCache,
+    Scorer,
+    bi_encoder_scorer,
+    bm25_latencies,
+    cascade,
+    rerank,
+    student_scorer,
+    top_of,
+)
 from r2r_core.store import RationaleRow
 from r2r_core.teacher.aggregate import PAIR_KINDS, RANK_BY, pair_share, teacher_run
 
@@ -129,8 +143,10 @@ __all__ = [
 ]
 
 EXPLANATION_METRICS = (EVIDENCE, EVIDENCE_PRECISION, EVIDENCE_RECALL, CONSISTENCY, ROUGE)  # column order
-SYSTEM_FORMS = ("bm25", "minilm-biencoder", "teacher[:RANK_BY]", "student:PATH[:LABEL]", "RERANKER+bm25=W")
+SYSTEM_FORMS = ("bm25", "minilm-biencoder", "teacher[:RANK_BY]", "student:PATH[:LABEL]", "RERANKER+bm25=W",
+                "FIRST%K>>SECOND")
 FUSION_MARK = "+bm25="
+CASCADE_MARK = ">>"
 RECALL_DEPTH = 100  # the paper reports Recall@100
 TAU_K = 10
 TAU = f"tau@{TAU_K} vs teacher"
@@ -170,12 +186,17 @@ class SystemSpec:
     rank_by: str | None = None
     text: str = ""  # the spec as given, for messages
     first_stage_weight: float | None = None  # "+bm25=W": fused with the BM25 score (rerankers only)
+    first: SystemSpec | None = None  # "FIRST%K>>SECOND": this spec is SECOND, re-ranking FIRST's top ``cutoff``
+    cutoff: int | None = None
 
 
 def parse_system(spec: str) -> SystemSpec:
-    """``bm25`` | ``minilm-biencoder`` | ``teacher[:RANK_BY]`` | ``student:PATH[:LABEL]`` -> SystemSpec.
+    """``bm25`` | ``minilm-biencoder`` | ``teacher[:RANK_BY]`` | ``student:PATH[:LABEL]``, optionally
+    ``+bm25=W`` or ``FIRST%K>>SECOND`` -> SystemSpec.
 
     Only the form is checked here; ``check_systems`` checks what a spec names on disk."""
+    if CASCADE_MARK in spec:
+        return _parse_cascade(spec)
     reranker, mark, weight_text = spec.strip().rpartition(FUSION_MARK)
     if not mark:
         return replace(_parse_system(spec), text=spec)
@@ -190,6 +211,23 @@ def parse_system(spec: str) -> SystemSpec:
         raise R2RError(f"system {spec!r}: the BM25 weight must be in [0, 1], got {weight:g}")
     return replace(parsed, name=f"{parsed.name}{FUSION_MARK}{weight:g}", label=f"{parsed.label} + BM25 (w={weight:g})",
                    first_stage_weight=weight, text=spec)
+
+
+def _parse_cascade(spec: str) -> SystemSpec:
+    head, _, second_text = spec.strip().partition(CASCADE_MARK)
+    first_text, mark, cutoff_text = head.rpartition("%")
+    if not mark or not cutoff_text.strip().isdigit() or int(cutoff_text) < 1:
+        raise R2RError(f"system {spec!r}: a cascade is FIRST%K>>SECOND with K a whole number of documents >= 1")
+    if CASCADE_MARK in second_text:
+        raise R2RError(f"system {spec!r}: one cascade step at most (FIRST%K>>SECOND)")
+    first, second = parse_system(first_text), parse_system(second_text)
+    if first.kind not in ("minilm-biencoder", "student") or second.kind not in ("minilm-biencoder", "student"):
+        raise R2RError(f"system {spec!r}: both stages of a cascade must be rerankers (minilm-biencoder, student:PATH)")
+    if second.first_stage_weight is not None:
+        raise R2RError(f"system {spec!r}: the second stage re-ranks the first one's top K; it cannot fuse BM25")
+    cutoff = int(cutoff_text)
+    return replace(second, name=f"{second.name}@top{cutoff}-of-{first.name}", text=spec, first=first, cutoff=cutoff,
+                   label=f"{second.label} on the top {cutoff} of {first.label}")
 
 
 def _parse_system(spec: str) -> SystemSpec:
@@ -218,12 +256,13 @@ def check_systems(specs: Sequence[SystemSpec]) -> None:
     from r2r_core.student.api import student_kind
 
     for spec in specs:
-        if spec.kind != "student" or spec.path is None:  # parse_system gives every student spec a path
-            continue
-        try:
-            student_kind(spec.path)
-        except R2RError as exc:
-            raise R2RError(f"system {spec.text or spec.name!r}: {exc}") from None
+        for stage in (spec.first, spec):
+            if stage is None or stage.kind != "student" or stage.path is None:  # every student spec has a path
+                continue
+            try:
+                student_kind(stage.path)
+            except R2RError as exc:
+                raise R2RError(f"system {spec.text or spec.name!r}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- the teacher
@@ -449,8 +488,7 @@ def evaluate_systems(
     score_caches: dict[tuple[str, Path | None], ScoreCache] = {}  # one per reranker, shared by its fused rows
     for spec in tqdm(specs, desc="systems", unit="system", disable=not progress):
         run, latencies, extra, notes = _run_system(spec, specs, collection, candidates, retriever, reference,
-                                                   sample, depth, device, progress, models,
-                                                   score_caches.setdefault((spec.kind, spec.path), {}))
+                                                   sample, depth, device, progress, models, score_caches)
         run.name = spec.name
         run_file = Path("runs") / f"{spec.name}.trec"
         write_run(run, out_dir / run_file, tag=spec.name)
@@ -488,46 +526,70 @@ def evaluate_systems(
 
 def _run_system(spec: SystemSpec, specs: Sequence[SystemSpec], collection: Collection, candidates: Run, retriever,
                 reference: TeacherReference | None, sample: Sequence[SamplePair], depth: int,
-                device: str | None, progress: bool, models: dict[tuple[str, Path | None], object], cache: ScoreCache,
+                device: str | None, progress: bool, models: dict[tuple[str, Path | None], object],
+                score_caches: dict[tuple[str, Path | None], ScoreCache],
                 ) -> tuple[Run, list[float], dict[str, float | None], list[str]]:
     """(run, ms per query, explanation metrics, notes) of one system."""
     if spec.kind == "bm25":
         latencies = bm25_latencies(retriever, collection, candidates, depth, progress=progress)
         return Run("bm25", dict(candidates.items())), latencies, {}, []
-    if spec.kind == "minilm-biencoder":
-        if (spec.kind, None) not in models:
-            models[spec.kind, None] = bi_encoder_scorer(device=device)
-        run, latencies = rerank(models[spec.kind, None], collection, candidates, spec.name,
-                                first_stage_weight=spec.first_stage_weight, cache=cache, progress=progress)
-        return run, latencies, {}, []
     if spec.kind == "teacher":
         assert reference is not None  # checked by evaluate_systems
         note = (f"{reference.model} ranked by {reference.rank_by}: judged candidates of "
                 f"{reference.num_judged}/{len(candidates)} queries reordered, everything else in BM25 order; "
                 "latency = stored generation time per judged query")
         return reference.run, list(reference.latency_ms.values()), {}, [note]
+    notes: list[str] = []
+    if spec.first is not None:  # a cascade: the first stage's run is the candidates of this one
+        assert spec.cutoff is not None  # parse_system sets both
+        first = spec.first
+        first_scorer, _, _ = _scorer(first, collection, candidates, device, models)
+        first_run, first_ms = rerank(first_scorer, collection, candidates, first.name,
+                                     first_stage_weight=first.first_stage_weight,
+                                     cache=score_caches.setdefault((first.kind, first.path), {}), progress=progress)
+        head = top_of(first_run, spec.cutoff)
+        scorer, student, notes = _scorer(spec, collection, head, device, models)
+        head_run, head_ms = rerank(scorer, collection, head, spec.name, progress=progress)  # other candidates: no cache
+        run = cascade(first_run, head_run, spec.name)
+        latencies = [a + b for a, b in zip(first_ms, head_ms, strict=True)]
+        notes.append(f"first stage {first.name} re-ranks all {depth} candidates, then its top {spec.cutoff} are "
+                     "re-ranked by this student (the rest keep the first stage's order); latency = both stages")
+    else:
+        scorer, student, notes = _scorer(spec, collection, candidates, device, models)
+        run, latencies = rerank(scorer, collection, candidates, spec.name, first_stage_weight=spec.first_stage_weight,
+                                cache=score_caches.setdefault((spec.kind, spec.path), {}), progress=progress)
+    if student is None:
+        return run, latencies, {}, notes
+    # Fusion and cascades change the order, not the explanations: one explanation pass per student folder
+    alone = any(o.path == spec.path and o.first_stage_weight is None and o.first is None for o in specs)
+    if (spec.first_stage_weight is not None or spec.first is not None) and alone:
+        return run, latencies, {}, [*notes, f"explanations: see the row of {spec.path.name} alone"]
+    extra = explanation_quality(student, collection, sample, progress=progress, name=spec.name)
+    return run, latencies, extra, [*notes, f"explained {len(sample)} pairs"]
+
+
+def _scorer(spec: SystemSpec, collection: Collection, candidates: Run, device: str | None,
+            models: dict[tuple[str, Path | None], object]) -> tuple[Scorer, object | None, list[str]]:
+    """A reranker spec's scorer (its model loaded once for every row), the student behind it (None for the
+    bi-encoder) and notes; a dual encoder embeds the passages of ``candidates`` here, before any timing."""
+    key = (spec.kind, spec.path)
+    if spec.kind == "minilm-biencoder":
+        if key not in models:
+            models[key] = bi_encoder_scorer(device=device)
+        return models[key], None, []
     from r2r_core.student.api import load_student
 
     assert spec.path is not None  # checked by check_systems
-    if (spec.kind, spec.path) not in models:
-        models[spec.kind, spec.path] = load_student(spec.path, device=device)
-    student = models[spec.kind, spec.path]
-    notes = []
-    if hasattr(student, "document_vectors"):  # a dual encoder: an index holds passage embeddings ahead of queries
-        texts = sorted({collection.documents[d].contents for q in candidates for d in candidates.doc_ids(q)})
-        student.document_vectors(texts)
-        notes.append("passage embeddings computed before timing (latency = query encoding + dot products)")
-    run, latencies = rerank(student_scorer(student), collection, candidates, spec.name,
-                            first_stage_weight=spec.first_stage_weight, cache=cache, progress=progress)
+    if key not in models:
+        models[key] = load_student(spec.path, device=device)
+    student = models[key]
     kind = "generates" if getattr(student, "can_generate", False) else "does not generate"
-    notes.insert(0, f"{spec.path} ({type(student).__name__}, {kind})")
-    # Fusion changes the order, not the explanations: one explanation pass per student folder
-    if spec.first_stage_weight is not None and any(other.path == spec.path and other.first_stage_weight is None
-                                                   for other in specs):
-        notes.append(f"explanations: see the row of {spec.path.name} alone")
-        return run, latencies, {}, notes
-    extra = explanation_quality(student, collection, sample, progress=progress, name=spec.name)
-    return run, latencies, extra, [*notes, f"explained {len(sample)} pairs"]
+    notes = [f"{spec.path} ({type(student).__name__}, {kind})"]
+    if hasattr(student, "document_vectors"):  # a dual encoder: an index holds passage embeddings ahead of queries
+        student.document_vectors(sorted({collection.documents[d].contents for q in candidates
+                                         for d in candidates.doc_ids(q)}))
+        notes.append("passage embeddings computed before timing (latency = query encoding + dot products)")
+    return student_scorer(student), student, notes
 
 
 def _teacher_subset_note(reference: TeacherReference, ndcg: Mapping[str, float], baseline: Mapping[str, float],

@@ -494,6 +494,29 @@ def test_evaluation_table_plot_and_opening_a_query_in_search(store: Store, pydoc
     assert "BM25 nDCG@10" in {m.label for m in app.metric}
 
 
+def test_evaluation_lists_the_reports_beside_the_configured_one_and_marks_expanded_queries(
+        store: Store, pydocs, r2r_home: Path) -> None:
+    from r2r_core.evaluate import EvaluationReport
+
+    configured, expanded = r2r_home / "eval-report.json", r2r_home / "eval-report-expanded.json"
+    write_report(configured, pydocs)
+    report = EvaluationReport.load(configured)
+    report.command += " --expansions assets/demo/expansions/pydocs-test.jsonl.gz"
+    report.save(expanded)
+    (r2r_home / "not-a-report.json").write_text('{"systems": 3}', encoding="utf-8")
+    app = AppTest.from_file(HOME, default_timeout=300)
+    run_ok(app)
+    app.switch_page("views/evaluation.py")
+    run_ok(app)
+    assert app.selectbox(key="eval_report").options[:2] == [str(configured), str(expanded)]
+    assert str(r2r_home / "not-a-report.json") not in app.selectbox(key="eval_report").options
+    assert not any("Expanded queries" in i.value for i in app.info)
+    assert [e.label for e in app.expander] == ["How this table was measured"]
+    app.selectbox(key="eval_report").set_value(expanded)
+    run_ok(app)
+    assert any("Expanded queries" in i.value and "pydocs-test.jsonl.gz" in i.value for i in app.info)
+
+
 def test_evaluation_without_a_report_says_how_to_make_one(r2r_home: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from test_app import opened_page, write_student_config

@@ -594,6 +594,69 @@ def test_fused_rows_reorder_the_same_candidates_by_the_fused_score(
     assert "explained" in report.system("dual-base").notes
 
 
+# --------------------------------------------------------------------------- cascades (FIRST%K>>SECOND)
+
+
+def test_parse_cascade_system_forms() -> None:
+    spec = parse_system("student:assets/students/dual-pydocs:Dual+bm25=0.3%20>>student:assets/students/r2r:R2R")
+    assert (spec.kind, spec.path, spec.cutoff, spec.first_stage_weight) == ("student", Path("assets/students/r2r"),
+                                                                            20, None)
+    assert spec.name == "r2r@top20-of-dual-pydocs+bm25=0.3"
+    assert spec.label == "R2R on the top 20 of Dual + BM25 (w=0.3)"
+    assert spec.first is not None and (spec.first.path, spec.first.first_stage_weight) == (
+        Path("assets/students/dual-pydocs"), 0.3)
+    for bad, message in (("minilm-biencoder>>student:x", "FIRST%K>>SECOND"),
+                         ("minilm-biencoder%0>>student:x", "whole number"),
+                         ("minilm-biencoder%ten>>student:x", "whole number"),
+                         ("bm25%10>>student:x", "must be rerankers"),
+                         ("minilm-biencoder%10>>teacher", "must be rerankers"),
+                         ("minilm-biencoder%10>>student:x+bm25=0.1", "cannot fuse BM25"),
+                         ("minilm-biencoder%10>>student:x%5>>student:y", "one cascade step")):
+        with pytest.raises(R2RError, match=message):
+            parse_system(bad)
+
+
+def test_a_cascade_reorders_the_first_stage_head_and_keeps_its_tail(
+        tmp_path: Path, tiny_collection: Collection, tiny_bm25) -> None:
+    from r2r_core.student.dual import DualEncoderStudent
+
+    folder = tmp_path / "dual-base"
+    DualEncoderStudent().save_pretrained(folder)
+    # first stage: the student fused with weight 1 (= BM25's order); second: the student alone on its top 3
+    # (the tail that keeps the first stage's order is checked on hand-made runs below: tiny queries are short)
+    specs = [parse_system(s) for s in ("bm25", f"student:{folder}", f"student:{folder}+bm25=1%3>>student:{folder}")]
+    report = evaluate_systems(tiny_collection, "test", specs, retriever=tiny_bm25, depth=5, out_dir=tmp_path / "eval",
+                              command="test", progress=False)
+    row = report.system("dual-base@top3-of-dual-base+bm25=1")
+    run = read_run(tmp_path / "eval" / row.run_file)
+    candidates = tiny_bm25.retrieve(tiny_collection, "test", 5, progress=False)
+    student = DualEncoderStudent.from_pretrained(folder)
+    reordered = 0
+    for query_id in candidates:
+        bm25_order = candidates.doc_ids(query_id)
+        head = bm25_order[:3]
+        logits = student.predict([(tiny_collection.queries[query_id].text, tiny_collection.documents[d].contents)
+                                  for d in head], apply_sigmoid=False)
+        expected_head = [head[i] for i in sorted(range(len(head)), key=lambda i: (-logits[i], i))]
+        assert run.doc_ids(query_id) == expected_head + bm25_order[3:]
+        reordered += expected_head != head
+    assert reordered, "the tiny collection should have a query whose top 3 the student reorders"
+    assert "its top 3 are re-ranked" in row.notes and "explanations: see the row of dual-base alone" in row.notes
+
+
+def test_cascade_refuses_a_second_stage_that_is_not_the_first_stage_head() -> None:
+    from r2r_core.data.model import Run, ScoredDoc
+    from r2r_core.rerank import cascade, top_of
+
+    first = Run("first", {"q": [ScoredDoc("a", 3.0, 1), ScoredDoc("b", 2.0, 2), ScoredDoc("c", 1.0, 3)]})
+    head = top_of(first, 2)
+    assert [d.doc_id for d in head["q"]] == ["a", "b"]
+    swapped = Run("second", {"q": [ScoredDoc("b", 2.0, 1), ScoredDoc("a", 1.0, 2)]})
+    assert cascade(first, swapped, "cascade").doc_ids("q") == ["b", "a", "c"]
+    with pytest.raises(R2RError, match="did not re-rank the first stage's top 2"):
+        cascade(first, Run("second", {"q": [ScoredDoc("c", 2.0, 1), ScoredDoc("a", 1.0, 2)]}), "cascade")
+
+
 def test_rows_of_one_reranker_share_its_scores_and_their_latency(tiny_collection: Collection, tiny_bm25) -> None:
     from r2r_core.rerank import rerank
 

@@ -2,13 +2,14 @@
 BM25 against a reranker; selecting a query opens it on the Search page.
 
 The report shown is ``[app] evaluation_report`` (default: the committed ``assets/eval/pydocs-test.json``),
-or any other report found under ``<home>/eval/``. Query text is untrusted: dataframe cells and escaped
-plotly labels only.
+or any other report beside it (the committed ``pydocs-test-expanded.json``: queries expanded by the teacher)
+or under ``<home>/eval/``. Query text is untrusted: dataframe cells and escaped plotly labels only.
 """
 
 from __future__ import annotations
 
 import html
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,11 +27,28 @@ USED = "_eval_selection_used"
 
 
 def report_paths() -> list[Path]:
-    """The configured report (when it exists) first, then every report under ``<home>/eval/``."""
-    home = state.app_config().paths.home
-    found = sorted(home.glob("eval/*/report.json"))
+    """The configured report (when it exists) first, then the other reports in its folder (JSON files that
+    load as one), then every report under ``<home>/eval/``."""
     configured = state.evaluation_report_path()
-    return [configured] * configured.is_file() + [p for p in found if p.resolve() != configured.resolve()]
+    beside = sorted(p for p in configured.parent.glob("*.json") if p != configured and _is_report(p)) \
+        if configured.is_file() else []
+    found = sorted(state.app_config().paths.home.glob("eval/*/report.json"))
+    seen = {configured.resolve()} | {p.resolve() for p in beside}
+    return [configured] * configured.is_file() + beside + [p for p in found if p.resolve() not in seen]
+
+
+def _is_report(path: Path) -> bool:
+    try:
+        load(str(path), path.stat().st_mtime)
+    except (R2RError, OSError):
+        return False
+    return True
+
+
+def expansions_file(command: str) -> str | None:
+    """The ``--expansions`` file of the command that made a report, if it expanded its queries."""
+    words = shlex.split(command)
+    return next((words[i + 1] for i, word in enumerate(words[:-1]) if word == "--expansions"), None)
 
 
 @st.cache_data(show_spinner=False)
@@ -111,7 +129,14 @@ def main() -> None:
     st.text(f"{report.collection} · split {report.split} · BM25 depth {report.depth} · {report.created_at}"
             + (f" · {report.machine}" if report.machine else ""))
     st.code(report.command, language="bash")
+    expansions = expansions_file(report.command)
+    if expansions is not None:
+        st.info(f"Expanded queries: every system, BM25 included, read the question followed by the passage the "
+                f"teacher wrote for it (query2doc, `r2r expand`; {expansions}), so this BM25 row is expanded BM25.")
     st.dataframe(systems_table(report), hide_index=True, width="stretch", key="eval_table")
+    with st.expander("How this table was measured"):
+        for note in report.notes:
+            st.markdown(f"- {note}")
 
     others = [s.name for s in report.systems if s.name != "bm25" and s.name in report.per_query]
     if "bm25" not in report.per_query or not others:
