@@ -13,7 +13,7 @@ import streamlit as st
 
 from app.students import Reranking, Students, load_students, rerank, resolve, student_run_id
 from r2r_core.candidates import HybridRetriever, first_stage
-from r2r_core.config import CONFIG_ENV_VAR, R2RConfig, StudentConfig
+from r2r_core.config import CONFIG_ENV_VAR, R2RConfig, StudentConfig, TeacherConfig
 from r2r_core.data.model import Collection
 from r2r_core.data.registry import list_collections, load_collection
 from r2r_core.demo import prepare_demo_store
@@ -21,6 +21,8 @@ from r2r_core.retrieval import BM25Retriever
 from r2r_core.store import RationaleRow, Store, StudentPrediction
 from r2r_core.student.api import Comparison, Explanation, Student
 from r2r_core.student.pairs import PairMatrix, student_pair_matrix
+from r2r_core.teacher.backends import ChatBackend, create_backend
+from r2r_core.teacher.expansion import QueryExpansion, expand_query, exported_expansions
 
 
 def app_config() -> R2RConfig:
@@ -226,6 +228,52 @@ def student_pairs(_students: Students, name: str, query: str, candidates: tuple[
     """P(row beats column) among (doc id, text) candidates, in their order, from one scoring pass of the
     scorer (else the decoder): k scores, no ``compare`` (student_comparison answers one opened pair)."""
     return student_pair_matrix(_students.scorer or _students.decoder, query, candidates)
+
+
+# ----------------------------------------------------------------------------- query expansion
+
+
+class ExpansionFailed(Exception):
+    """The teacher answered nothing usable: carries the failed record (raised so that it is not cached)."""
+
+    def __init__(self, record: QueryExpansion) -> None:
+        super().__init__(record.raw)
+        self.record = record
+
+
+def query_expansion(spec: str, query_id: str | None, question: str) -> tuple[QueryExpansion, str]:
+    """(the question's expansion, "stored" | "teacher"): the exported one of a dataset query when
+    ``[app] expansions`` holds it for this very question, else the [teacher]'s, generated once per
+    question. A failed generation comes back as its failed record (with the raw answer), never cached;
+    a teacher that cannot be opened raises R2RError."""
+    stored = _exported_expansions(spec).get(query_id) if query_id else None
+    if stored is not None and stored.query == question:
+        return stored, "stored"
+    teacher = app_config().teacher
+    try:
+        return _generated_expansion(question, repr(teacher)), "teacher"
+    except ExpansionFailed as failed:
+        return failed.record, "teacher"
+
+
+@st.cache_resource(show_spinner=False)
+def _exported_expansions(spec: str) -> dict[str, QueryExpansion]:
+    folder = app_config().app.expansions
+    loaded = collection(spec)
+    return exported_expansions(resolve(folder), loaded.name, loaded.splits) if folder is not None else {}
+
+
+@st.cache_data(show_spinner="The teacher is writing the passage that would answer the question ...", max_entries=512)
+def _generated_expansion(question: str, teacher_key: str) -> QueryExpansion:
+    record = expand_query(_teacher(teacher_key, app_config().teacher), question)
+    if record.status != "ok":
+        raise ExpansionFailed(record)
+    return record
+
+
+@st.cache_resource(show_spinner="Loading the teacher ...")
+def _teacher(key: str, _config: TeacherConfig) -> ChatBackend:
+    return create_backend(_config, app_config().paths.models_dir)
 
 
 def evaluation_report_path() -> Path:

@@ -301,9 +301,15 @@ class AppConfig:
     collection in the background on its first search there, cached on disk beside the index, so that a
     query then encodes only itself (minutes once per collection and student on 2 CPU cores; until then each
     query embeds its candidates).
+    expansions: a folder of query expansions exported by `r2r expand --export` (``<collection>-<split>.jsonl.gz``):
+    with "Expand the query" on, a dataset query found there is searched and re-ranked as question + the
+    teacher's passage (query2doc) at once; any other query is expanded by the [teacher] when asked.
+    expand_queries: whether the Search page starts with "Expand the query" on.
     """
 
     evaluation_report: Path = Path("assets/eval/pydocs-test.json")
+    expansions: Path | None = Path("assets/demo/expansions")
+    expand_queries: bool = False
     pairwise_top_k: int = 6
     first_stage_weight: float = 0.0
     collections: tuple[str, ...] = ()

@@ -89,3 +89,64 @@ def test_the_expanded_collection_changes_only_the_chosen_split_and_names_what_is
     stale = {**expansions, "q-sort": _ok("q-sort", "how to sort a tuple", "sorted()")}
     with pytest.raises(R2RError, match=r"differs from tiny's for \['q-sort'\]"):
         expanded_collection(tiny_collection, stale, ["test"])
+
+
+# --------------------------------------------------------------------------- the Search page's "Expand the query"
+
+
+def _expanding_app(r2r_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, teacher: list[str]):
+    """The Search page (no student: BM25's order) with the expansions folder and teacher given."""
+    from test_app import opened_page, write_student_config
+
+    config = write_student_config(r2r_home, f"r2r-expand-{tmp_path.name}.toml", None)
+    lines = [f'expansions = "{tmp_path / "expansions"}"', "expand_queries = true", "[teacher]", *teacher]
+    config.write_text(config.read_text(encoding="utf-8") + "\n".join(lines) + "\n", encoding="utf-8")
+    return opened_page(config, monkeypatch)
+
+
+def test_search_expands_a_dataset_query_from_the_stored_file_and_reports_a_failed_teacher(
+        r2r_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pydocs, pydocs_bm25) -> None:
+    from r2r_core.teacher.synthesize import write_json_lines
+
+    query_id = "faq-design-008"  # "Why is join() a string method ...", a test query
+    question = pydocs.queries[query_id].text
+    passage = "str.join(iterable): Return a string which is the concatenation of the strings in iterable."
+    write_json_lines([_ok(query_id, question, passage).to_json()], tmp_path / "expansions" / "pydocs-test.jsonl.gz")
+    # a teacher endpoint where nothing listens: typed questions get a failure shown with what came back
+    app = _expanding_app(r2r_home, tmp_path, monkeypatch, ['backend = "openai"', 'base_url = "http://127.0.0.1:9/v1"',
+                                                           'model = "nobody"', "max_retries = 0", "timeout_s = 5"])
+    app.radio(key="query_source").set_value("Dataset query").run()
+    app.selectbox(key="split").set_value("test").run()
+    app.selectbox(key="dataset_query").set_value(query_id).run()
+    assert not app.exception, app.exception
+    assert app.expander[0].label.startswith("Expanded by the teacher (hand-written, stored")
+    assert passage in [t.value for t in app.text]
+    expanded = [h.doc_id for h in pydocs_bm25.search(f"{question} {passage}", 20)]
+    assert list(app.dataframe[0].value["document"]) == expanded != [h.doc_id for h in pydocs_bm25.search(question, 20)]
+    app.toggle(key="expand").set_value(False).run()  # off: the question alone, no teacher
+    assert list(app.dataframe[0].value["document"]) == [h.doc_id for h in pydocs_bm25.search(question, 20)]
+    assert not any(e.label.startswith("Expanded") for e in app.expander)
+
+    app.toggle(key="expand").set_value(True)
+    app.radio(key="query_source").set_value("Free text").run()
+    typed = "how do I sort a list"
+    app.text_input(key="free_query").input(typed).run()
+    assert not app.exception, app.exception
+    assert any("expansion failed" in w.value for w in app.warning)
+    assert any(t.value.startswith("backend error:") for t in app.text)
+    assert list(app.dataframe[0].value["document"]) == [h.doc_id for h in pydocs_bm25.search(typed, 20)]
+
+
+def test_search_has_the_local_teacher_expand_a_typed_question(
+        r2r_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pydocs_bm25) -> None:
+    question = "how do I merge two dictionaries"
+    app = _expanding_app(r2r_home, tmp_path, monkeypatch, ['model = "smollm2-135m-instruct"', "n_threads = 2",
+                                                           "ctx_size = 2048"])
+    app.text_input(key="free_query").input(question).run()
+    assert not app.exception, app.exception
+    label = app.expander[0].label
+    assert label.startswith("Expanded by the teacher (smollm2-135m-instruct, ") and label.endswith(" s)")
+    passage = app.text[0].value
+    assert passage.strip()
+    assert list(app.dataframe[0].value["document"]) == [h.doc_id for h in pydocs_bm25.search(f"{question} {passage}",
+                                                                                             20)]

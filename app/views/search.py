@@ -18,6 +18,7 @@ from app import state
 from app.rationales import TeacherView, md_escape, render_direct_rationale, teacher_views
 from app.students import Reranking, Students, ndcg_at_10
 from r2r_core.data.model import Collection, ScoredDoc
+from r2r_core.errors import R2RError
 from r2r_core.teacher.prompts import document_text
 
 GRADE_COLOURS = {None: "#9ca3af", 0: "#ef4444", 1: "#f59e0b", 2: "#22c55e", 3: "#15803d"}
@@ -108,6 +109,25 @@ def choose_query(collection: Collection) -> tuple[str | None, str]:
     return query_id, queries[query_id].text
 
 
+def expanded(spec: str, query_id: str | None, query: str) -> str:
+    """The text BM25 and the student read: the question + the teacher's passage (query2doc) when the
+    expansion is there or the teacher writes one, else the question, with a warning saying why."""
+    try:
+        record, source = state.query_expansion(spec, query_id, query)
+    except R2RError as exc:
+        st.warning(f"The query is not expanded: the teacher cannot be opened ({exc}).")
+        return query
+    if record.status != "ok":
+        st.warning("The teacher's expansion failed, so the question alone is searched. What came back:")
+        st.text(record.raw)
+        return query
+    how = "stored, `r2r expand`" if source == "stored" else f"{record.seconds or 0:.1f} s"
+    with st.expander(f"Expanded by the teacher ({md_escape(str(record.provenance.get('model')))}, {how})",
+                     expanded=True):
+        st.text(record.expansion)  # model text is untrusted
+    return record.expanded_query
+
+
 def student_side(students: Students, query: str, collection: Collection, hits: Sequence[ScoredDoc],
                  bm25_weight: float = 0.0) -> Reranking | None:
     """The scorer's reranking of the candidates (BM25's score fused in at ``bm25_weight``), or None (no
@@ -131,6 +151,10 @@ def main() -> None:
                                 float(state.app_config().app.first_stage_weight), step=0.05, key="bm25_weight",
                                 help="0: the student alone. Above 0 the order is (1 - w) z(student) + w z(BM25) "
                                      "per query; the README reports the weight chosen on pydocs dev.")
+        expand = st.toggle("Expand the query (query2doc)", value=state.app_config().app.expand_queries,
+                           key="expand", help="BM25 and the student read the question followed by the passage the "
+                                              "teacher expects to answer it: stored for the bundled dataset "
+                                              "queries, else written by the [teacher] (seconds on a CPU).")
 
     collection = state.collection(spec)
     retriever = state.candidates(spec)
@@ -145,8 +169,9 @@ def main() -> None:
             st.caption("No student: " + "; ".join(ready.notes))
         st.stop()
 
+    searched = expanded(spec, query_id, query) if expand else query
     started = time.perf_counter()
-    hits = retriever.search(query, depth, query_id=query_id)
+    hits = retriever.search(searched, depth, query_id=query_id)
     latency_ms = (time.perf_counter() - started) * 1000
     judged = collection.qrels.get(query_id, {}) if query_id else {}
     teacher = teacher_views(state.teacher_rows(collection.name, query_id)) if query_id else {}
@@ -172,7 +197,7 @@ def main() -> None:
     with right:
         students = state.students()
         embedding = state.embed_collection(students, spec)
-        reranked = student_side(students, query, collection, hits, bm25_weight)
+        reranked = student_side(students, searched, collection, hits, bm25_weight)
         if embedding is not None and not embedding.done():
             st.caption("The student is embedding this collection's passages in the background (first use "
                        "only, kept on disk): until then each query also embeds its candidates.")

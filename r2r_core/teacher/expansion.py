@@ -33,8 +33,8 @@ from r2r_core.teacher.backends import ChatBackend, ChatError, ChatMessage, ChatR
 from r2r_core.teacher.prompts import PromptTemplate
 from r2r_core.teacher.synthesize import drop_incomplete_tail, json_records, write_json_lines
 
-__all__ = ["QUERY2DOC", "ExpansionSummary", "QueryExpansion", "expand_queries", "expanded_collection",
-           "expansion_path", "export_expansions", "read_expansions"]
+__all__ = ["QUERY2DOC", "ExpansionSummary", "QueryExpansion", "expand_queries", "expand_query", "expanded_collection",
+           "expansion_path", "export_expansions", "exported_expansions", "read_expansions"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,17 @@ def read_expansions(path: str | Path) -> dict[str, QueryExpansion]:
     return records
 
 
+def exported_expansions(folder: str | Path, collection: str, splits: Sequence[str]) -> dict[str, QueryExpansion]:
+    """The ok expansions of a collection's splits in a folder of exported files (``r2r expand --export``
+    names them ``<collection>-<split>.jsonl.gz``); a split without a file contributes nothing."""
+    found: dict[str, QueryExpansion] = {}
+    for split in splits:
+        path = Path(folder) / f"{collection}-{split}.jsonl.gz"
+        if path.is_file():
+            found.update((q, r) for q, r in read_expansions(path).items() if r.status == "ok")
+    return found
+
+
 def export_expansions(source: str | Path, target: str | Path) -> int:
     """Write the expansions of `source`, one line per query sorted by id, gzip-compressed for `*.gz`."""
     records = sorted(read_expansions(source).values(), key=lambda r: r.query_id)
@@ -115,8 +126,7 @@ def expand_queries(chat: ChatBackend, queries: Mapping[str, str], path: str | Pa
     if max_tokens < 1:
         raise R2RError(f"expand: max_tokens must be >= 1, got {max_tokens}")
     path = Path(path)
-    provenance = {"model": chat.provenance().get("model"), "prompt_version": prompt.version,
-                  "max_tokens": max_tokens}
+    provenance = _provenance(chat, prompt, max_tokens)
     done: dict[str, QueryExpansion] = {}
     if path.exists():
         drop_incomplete_tail(path)
@@ -139,6 +149,17 @@ def expand_queries(chat: ChatBackend, queries: Mapping[str, str], path: str | Pa
             written += record.status == "ok"
             failed += record.status == "failed"
     return ExpansionSummary(written, failed, len(queries) - len(todo), path)
+
+
+def expand_query(chat: ChatBackend, question: str, *, query_id: str = "", max_tokens: int = DEFAULT_MAX_TOKENS,
+                 prompt: PromptTemplate = QUERY2DOC) -> QueryExpansion:
+    """One question expanded now (the app's typed queries): a failed record, with the raw answer or the
+    backend's error, rather than an exception, as ``expand_queries`` stores them."""
+    return _expand_one(chat, prompt, query_id, question, max_tokens, _provenance(chat, prompt, max_tokens))
+
+
+def _provenance(chat: ChatBackend, prompt: PromptTemplate, max_tokens: int) -> dict[str, Any]:
+    return {"model": chat.provenance().get("model"), "prompt_version": prompt.version, "max_tokens": max_tokens}
 
 
 def _expand_one(chat: ChatBackend, prompt: PromptTemplate, query_id: str, text: str, max_tokens: int,
