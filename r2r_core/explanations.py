@@ -3,12 +3,12 @@ columns of ``r2r evaluate-systems``).
 
 Generating students (``Explanation.generated``): "evidence in doc" (the share of the quotes they wrote
 that occur in the document), "label-reason consistency" and "ROUGE-L F vs teacher".
-Extractive students (evidence = spans cut from the document): "evidence in doc" does not apply (true by
-construction, so None); instead their evidence is compared with the teacher's, sentence by sentence
-(``r2r_core.sentences.sentence_spans``): "evidence precision vs teacher" = of the sentences the student
-marked, the share the teacher also cited or quoted; "evidence recall vs teacher" = of the teacher's, the
-share the student marked; both pooled over the sampled pairs whose teacher direct rationale has evidence
-that is located in the document.
+Extractive students (evidence = spans cut from the document, and a decoder that cites a sentence,
+``cites_evidence``): "evidence in doc" does not apply (true by construction, so None); instead their
+evidence is compared with the teacher's, sentence by sentence (``r2r_core.sentences.sentence_spans``):
+"evidence precision vs teacher" = of the sentences the student marked, the share the teacher also cited
+or quoted; "evidence recall vs teacher" = of the teacher's, the share the student marked; both pooled
+over the sampled pairs whose teacher direct rationale has evidence that is located in the document.
 """
 
 from __future__ import annotations
@@ -130,16 +130,20 @@ def explanation_quality(student, collection: Collection, sample: Sequence[Sample
     quotes = found = generated = consistent = 0
     shared = marked = cited = 0
     rouge: list[float] = []
+    # A decoder that cites (chooses a document sentence) is extractive for evidence and generating for the rest
+    extractive = getattr(student, "cites_evidence", False)
     for pair in tqdm(sample, desc=f"explain {name}", unit="pair", disable=not progress):
         document = collection.documents[pair.doc_id].contents
         explanation = student.explain(collection.queries[pair.query_id].text, document)
-        if not explanation.generated:
+        if extractive or not explanation.generated:
             overlap = evidence_overlap(explanation, pair.teacher_evidence, document)
             if overlap[2]:  # the teacher has located evidence for this pair
                 shared, marked, cited = shared + overlap[0], marked + overlap[1], cited + overlap[2]
+        if not explanation.generated:
             continue
-        checks = evidence_checks(explanation, document)
-        quotes, found = quotes + len(checks), found + sum(checks)
+        if not extractive:
+            checks = evidence_checks(explanation, document)
+            quotes, found = quotes + len(checks), found + sum(checks)
         generated += 1
         consistent += explanation.generated_label == explanation.label
         if pair.reference is not None:

@@ -19,6 +19,7 @@ from r2r_core.demo import DEMO_COLLECTION, demo_teacher_dir, prepare_demo_store
 from r2r_core.store import Store
 from r2r_core.teacher.exchange import RATIONALES_FILE
 
+REPO = Path(__file__).resolve().parent.parent
 DEPTH = 10  # candidates per query the demo jobs judged (`r2r teach --depth 10`)
 MIN_PAIRS_PER_QUERY = 3
 
@@ -95,3 +96,24 @@ def test_a_loaded_demo_is_not_imported_again_and_a_partial_one_is_completed(demo
     assert not demo_teacher_loaded(demo_store, teacher_dir)
     assert prepare_demo_store(demo_store) == {"documents": 0, "rationales": 1}
     assert demo_teacher_loaded(demo_store, teacher_dir)
+
+
+def test_committed_evaluation_reports_cover_every_judged_query_and_name_their_expansions(pydocs) -> None:
+    """What the Evaluation page shows: each committed report loads, scores every judged query of its split
+    for every system, and an expanded-query report names an expansion file that is committed."""
+    import shlex
+
+    from r2r_core.evaluate import EvaluationReport
+
+    reports = sorted((REPO / "assets" / "eval").glob("*.json"))
+    assert {p.name for p in reports} >= {"pydocs-test.json", "pydocs-test-expanded.json"}
+    for path in reports:
+        report = EvaluationReport.load(path)
+        judged = {q for q in pydocs.split_queries(report.split) if pydocs.qrels.get(q)}
+        assert report.collection == "pydocs" and report.depth == 100, path
+        for system in report.systems:
+            assert system.queries == len(judged) and set(report.per_query[system.name]) == judged, (path, system.name)
+        words = shlex.split(report.command)
+        if "--expansions" in words:
+            expansions = REPO / words[words.index("--expansions") + 1]
+            assert expansions.is_file() and report.split in expansions.name, path

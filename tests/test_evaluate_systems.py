@@ -266,6 +266,22 @@ def test_explanation_quality_arithmetic(tiny_collection: Collection) -> None:
     assert result[ROUGE] == pytest.approx(rouge_l("the script needs chmod", "chmod the script").f)
 
 
+def test_a_decoder_that_cites_is_measured_against_the_teacher_not_for_presence(tiny_collection: Collection) -> None:
+    doc = tiny_collection.documents["unix-exec"].contents
+    body = doc.index("Put #!")
+    cited = ScriptedStudent([Explanation(2, 0.7, "the script needs chmod", [(body, len(doc), doc[body:])],
+                                         generated=True, generated_label=2,
+                                         raw_text=f'Label: 2\nEvidence: "{doc[body:]}"\nReasoning: the script needs '
+                                                  "chmod")])
+    cited.cites_evidence = True
+    sample = [SamplePair("q-exec", "unix-exec", "chmod the script", ("chmod +x the script",))]
+    result = explanation_quality(cited, tiny_collection, sample, progress=False)
+    assert result[EVIDENCE] is None  # a chosen sentence is in the document by construction
+    assert (result[EVIDENCE_PRECISION], result[EVIDENCE_RECALL]) == (1.0, 1.0)  # the teacher cited the same sentence
+    assert result[CONSISTENCY] == 1.0
+    assert result[ROUGE] == pytest.approx(rouge_l("the script needs chmod", "chmod the script").f)
+
+
 def test_extractive_evidence_is_not_scored_as_found_by_construction() -> None:
     doc = "First sentence about chmod. Second sentence about sorting.\nThird line."
     spans = Explanation(1, 0.4, None, [(0, 27, doc[:27])])

@@ -211,6 +211,55 @@ def test_explain_compare_generate_and_report_truncation(trained) -> None:
     assert (comparison.preferred == "a") == (comparison.probability >= 0.5)
 
 
+def test_cited_evidence_is_the_most_likely_document_sentence_and_the_reasoning_follows_it(trained) -> None:
+    import dataclasses
+
+    import torch
+
+    from r2r_core.sentences import sentence_spans
+    from r2r_core.student.decoder import DecoderStudent
+
+    _, out, _ = trained
+    student = DecoderStudent.from_pretrained(out)
+    assert student.cites_evidence  # the default
+    # continuation_scores against a plain full-vocabulary forward pass of the same text
+    prefix, options = "Label: 2\nEvidence:", [' "Use sorted() to get a new sorted list."\n', " none\n"]
+    scores = student.continuation_scores(prefix, options)
+    prefix_ids = student.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    for option, score in zip(options, scores, strict=True):
+        ids = student.tokenizer(option, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logits = student.model.lm(input_ids=torch.tensor([prefix_ids + ids])).logits[0].float()
+        log_probs = torch.log_softmax(logits, dim=-1)
+        expected = np.mean([float(log_probs[len(prefix_ids) - 1 + k, t]) for k, t in enumerate(ids)])
+        assert score == pytest.approx(expected, abs=1e-4)
+
+    document = ("Sorting HOW TO\nUse sorted() to get a new sorted list. The list.sort() method sorts in place. "
+                "Both accept key= and reverse=.")
+    explanation = student.explain("how do I sort a list", document)
+    sentences = [document[a:b] for a, b in sentence_spans(document)]
+    written = parse_generated(explanation.raw_text)
+    prompt = student.direct_prompt("how do I sort a list", document)[0]
+    head = f"Label: {written.label}\n" if written.label is not None else ""
+    choices = [f' "{s}"\n' for s in sentences] + [" none\n"]
+    best = int(np.argmax(student.continuation_scores(f"{prompt}{head}Evidence:", choices)))
+    if best < len(sentences):
+        assert [text for _, _, text in explanation.evidence] == [sentences[best]] == [written.evidence]
+        start, end, text = explanation.evidence[0]
+        assert document[start:end] == text
+    else:
+        assert explanation.evidence == [] and written.evidence is None
+    assert explanation.raw_text.startswith(f"{head}Evidence:{choices[best]}Reasoning:")
+    # the free mode writes its own quote and keeps it only where it is found
+    student.config = dataclasses.replace(student.config, evidence="generate")
+    assert not student.cites_evidence
+    free = student.explain("how do I sort a list", document)
+    for start, end, text in free.evidence:
+        assert document[start:end] == text
+    with pytest.raises(R2RError, match="evidence must be 'cite' or 'generate'"):
+        dataclasses.replace(student.config, evidence="quote")
+
+
 def test_resume_and_refusals(trained, tmp_path: Path) -> None:
     from r2r_core.student.train_decoder import train_decoder_student
 

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from r2r_core.config import check_known_keys
 from r2r_core.errors import R2RError
+from r2r_core.sentences import sentence_spans
 from r2r_core.student.api import Comparison, Explanation, label_from_score, rank_results
 from r2r_core.student.bases import DECODER_CONFIG_NAME, gguf_base, prepare_base
 from r2r_core.student.fast import (
@@ -77,6 +78,7 @@ CONFIG_NAME = DECODER_CONFIG_NAME
 WEIGHTS_NAME = "decoder_student.safetensors"
 FORMAT = "r2r-decoder-student"
 FORMAT_VERSION = 1
+LABEL_TOKENS = 6  # enough for "Label: 2" (cited evidence: the label is generated before the choice)
 _SCALE = "; ".join(f"{grade} = {name}" for grade, name in LABEL_SCALE.items())
 
 # The student's own prompts: short, since every token is paid for on every candidate.
@@ -96,6 +98,12 @@ class DecoderStudentConfig:
 
     max_length: prompt tokens for one (query, document); a comparison prompt gets twice this.
     lora_targets: peft target_modules ("all-linear", or module names such as the attention projections).
+    evidence: how ``explain`` gets its evidence. "cite" (default): after the generated label, the student
+    picks the sentence of the visible document (or "none") it finds most likely as the Evidence field
+    (mean log-probability per token, over the sentences ``sentences.sentence_spans`` cuts), and the
+    reasoning is generated after that choice: verbatim by construction, like the teacher's citations, so
+    it is measured against the teacher's cited sentences, not for presence. "generate": the quote it
+    writes freely (measured by "evidence in doc"); what the committed students were trained to write.
     """
 
     base_model: str = DEFAULT_BASE_MODEL
@@ -107,8 +115,11 @@ class DecoderStudentConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_targets: str | list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    evidence: Literal["cite", "generate"] = "cite"
 
     def __post_init__(self) -> None:
+        if self.evidence not in ("cite", "generate"):
+            raise R2RError(f"evidence must be 'cite' or 'generate', got {self.evidence!r}")
         if self.adapter not in ("lora", "full"):
             raise R2RError(f"adapter must be 'lora' or 'full', got {self.adapter!r}")
         if self.max_length < 64:
@@ -359,10 +370,15 @@ class DecoderStudent:
 
     def direct_prompt(self, query: str, document: str) -> tuple[str, bool]:
         """The scoring / explaining prompt for one document, the document cut to fit ``max_length``."""
+        query, document, cut = self._direct_parts(query, document)
+        return self._chat(DIRECT_SYSTEM, _direct_user(query, document)), cut
+
+    def _direct_parts(self, query: str, document: str) -> tuple[str, str, bool]:
+        """(query, document, whether the document was cut) as the direct prompt shows them."""
         query, _ = self._cut(query, self.config.max_query_tokens)
         budget = self.config.max_length - self._overhead_tokens("direct") - self._count(query) - 4
         document, cut = self._cut(document, max(8, budget))
-        return self._chat(DIRECT_SYSTEM, _direct_user(query, document)), cut
+        return query, document, cut
 
     def compare_prompt(self, query: str, document_a: str, document_b: str) -> tuple[str, bool]:
         """The comparison prompt (up to 2 * max_length tokens); each document gets half the budget."""
@@ -492,17 +508,27 @@ class DecoderStudent:
             self.model.train(was_training)
         return self.tokenizer.decode(out[0, enc.input_ids.shape[1] :], skip_special_tokens=True).strip()
 
+    @property
+    def cites_evidence(self) -> bool:
+        """Whether ``explain``'s evidence is a sentence chosen from the document (``config.evidence``)."""
+        return self.config.evidence == "cite"
+
     def explain(self, query: str, document: str) -> Explanation:
-        """Score from the ranking head, plus generated Label / Evidence / Reasoning; evidence checked."""
+        """Score from the ranking head, plus generated Label / Evidence / Reasoning: the evidence cited
+        (a document sentence the student chooses) or written freely and then located (``config.evidence``)."""
         from r2r_core.teacher.parsing import check_evidence
 
         logits, truncated = self._logits([(query, document)], 1)
         score = float(_sigmoid(logits)[0])
         prompt, _ = self.direct_prompts([(query, document)])
-        text = self.generate(prompt[0])
-        parsed = parse_generated(text)
         evidence: list[tuple[int, int, str]] = []
-        if parsed.evidence:
+        if self.cites_evidence:
+            text, span = self._cited_answer(prompt[0], self._direct_parts(query, document)[1])
+            evidence = [] if span is None else [(span[0], span[1], document[span[0]:span[1]])]
+        else:
+            text = self.generate(prompt[0])
+        parsed = parse_generated(text)
+        if not self.cites_evidence and parsed.evidence:
             (check,) = check_evidence([parsed.evidence], document)
             if check.found and check.span is not None:
                 start, end = check.span
@@ -517,6 +543,57 @@ class DecoderStudent:
             generated_label=parsed.label,
             raw_text=text,
         )
+
+    def _cited_answer(self, prompt: str, visible: str) -> tuple[str, tuple[int, int] | None]:
+        """(the answer text, the cited sentence's span in ``visible`` or None): the label is generated, the
+        Evidence field is the most likely of the visible sentences and "none", the reasoning follows it."""
+        label = parse_generated(self.generate(prompt, max_new_tokens=LABEL_TOKENS)).label
+        head = f"Label: {label}\n" if label is not None else ""
+        spans = sentence_spans(visible)
+        # the training targets write a quote on one line, cut at 200 characters (direct_target)
+        options = [f' "{_one_line(visible[a:b], 200)}"\n' for a, b in spans] + [" none\n"]
+        best = int(np.argmax(self.continuation_scores(f"{prompt}{head}Evidence:", options)))
+        answer = f"{head}Evidence:{options[best]}Reasoning:"
+        reasoning = self.generate(prompt + answer)
+        return f"{answer} {reasoning}", (spans[best] if best < len(spans) else None)
+
+    def continuation_scores(self, prefix: str, options: Sequence[str], batch_size: int = 8) -> np.ndarray:
+        """Mean log-probability per token of each option as the continuation of ``prefix``: the model's
+        own preference among fixed texts, length-normalised (so a long sentence is not penalised for its
+        length). Only the option positions go through the LM head (its vocabulary is large)."""
+        if not options:
+            raise R2RError("continuation_scores needs at least one option")
+        prefix_ids = self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        option_ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"] or [self.tokenizer.eos_token_id]
+                      for o in options]
+        scores: list[float] = []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode(), self._autocast():
+                for first in range(0, len(options), batch_size):
+                    scores.extend(self._mean_log_probs(prefix_ids, option_ids[first:first + batch_size]))
+        finally:
+            self.model.train(was_training)
+        return np.asarray(scores, dtype=np.float64)
+
+    def _mean_log_probs(self, prefix_ids: list[int], option_ids: Sequence[list[int]]) -> list[float]:
+        rows = [prefix_ids + ids for ids in option_ids]
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), int(self.tokenizer.pad_token_id), dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, ids in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention[i, : len(ids)] = 1
+        hidden = self.model.backbone()(input_ids=input_ids.to(self.device),
+                                       attention_mask=attention.to(self.device)).last_hidden_state
+        out = []
+        for i, ids in enumerate(option_ids):
+            # the token at position p is predicted by the hidden state at p - 1
+            at = torch.arange(len(prefix_ids) - 1, len(prefix_ids) - 1 + len(ids), device=hidden.device)
+            log_probs = torch.log_softmax(self.model.lm_head()(hidden[i, at]).float(), dim=-1)
+            out.append(float(log_probs[torch.arange(len(ids)), torch.tensor(ids, device=hidden.device)].mean()))
+        return out
 
     def compare(self, query: str, document_a: str, document_b: str) -> Comparison:
         """P(a beats b) = sigmoid(logit_a - logit_b) from the ranking head, plus generated reasoning."""
