@@ -526,12 +526,20 @@ def test_command_errors_name_the_problem(tmp_path: Path, tiny_collection: Collec
     assert isinstance(result.exception, R2RError) and "one teacher ranking per table" in str(result.exception)
 
 
-def test_a_dual_encoder_student_is_a_system_with_embeddings_ready_before_timing(
-        tmp_path: Path, tiny_collection: Collection, tiny_bm25) -> None:
+def _saved_dual(tmp_path: Path) -> Path:
+    """An untrained dual-encoder student (real MiniLM weights) saved as ``dual-base``."""
     from r2r_core.student.dual import DualEncoderStudent
 
     folder = tmp_path / "dual-base"
     DualEncoderStudent().save_pretrained(folder)
+    return folder
+
+
+def test_a_dual_encoder_student_is_a_system_with_embeddings_ready_before_timing(
+        tmp_path: Path, tiny_collection: Collection, tiny_bm25) -> None:
+    from r2r_core.student.dual import DualEncoderStudent
+
+    folder = _saved_dual(tmp_path)
     report = evaluate_systems(tiny_collection, "test", [parse_system("bm25"), parse_system(f"student:{folder}:Dual")],
                               retriever=tiny_bm25, depth=5, out_dir=tmp_path / "eval", command="test",
                               progress=False)
@@ -587,8 +595,7 @@ def test_fused_rows_reorder_the_same_candidates_by_the_fused_score(
     from r2r_core.candidates import first_stage_fusion
     from r2r_core.student.dual import DualEncoderStudent
 
-    folder = tmp_path / "dual-base"
-    DualEncoderStudent().save_pretrained(folder)
+    folder = _saved_dual(tmp_path)
     specs = [parse_system(s) for s in ("bm25", f"student:{folder}", f"student:{folder}+bm25=0",
                                        f"student:{folder}+bm25=0.4", f"student:{folder}+bm25=1")]
     report = evaluate_systems(tiny_collection, "test", specs, retriever=tiny_bm25, depth=5, out_dir=tmp_path / "eval",
@@ -636,8 +643,7 @@ def test_a_cascade_reorders_the_first_stage_head_and_keeps_its_tail(
         tmp_path: Path, tiny_collection: Collection, tiny_bm25) -> None:
     from r2r_core.student.dual import DualEncoderStudent
 
-    folder = tmp_path / "dual-base"
-    DualEncoderStudent().save_pretrained(folder)
+    folder = _saved_dual(tmp_path)
     # first stage: the student fused with weight 1 (= BM25's order); second: the student alone on its top 3
     # (the tail that keeps the first stage's order is checked on hand-made runs below: tiny queries are short)
     specs = [parse_system(s) for s in ("bm25", f"student:{folder}", f"student:{folder}+bm25=1%3>>student:{folder}")]
