@@ -124,7 +124,7 @@ def expand(
     """Query expansion (query2doc): the teacher writes the passage it expects to answer each query;
     `r2r evaluate-systems --expansions` then searches and re-ranks with question + passage. Resumable."""
     from r2r_core.teacher.backends import create_backend
-    from r2r_core.teacher.expansion import expand_queries, expansion_path, export_expansions
+    from r2r_core.teacher.expansion import expand_queries, expansion_path, export_expansions, exported_name
 
     config = _config(ctx).with_overrides(teacher__backend=backend, teacher__model=model, teacher__base_url=base_url,
                                          teacher__n_threads=threads)
@@ -138,7 +138,7 @@ def expand(
             typer.echo(f"{name}: {summary.written} expanded, {summary.failed} failed, {summary.skipped} already "
                        f"done -> {summary.path}")
             if export is not None:
-                target = export / f"{loaded.name}-{name}.jsonl.gz"
+                target = export / exported_name(loaded.name, name)
                 typer.echo(f"exported {export_expansions(summary.path, target)} records to {target}")
 
 

@@ -34,7 +34,7 @@ from r2r_core.teacher.prompts import PromptTemplate
 from r2r_core.teacher.synthesize import drop_incomplete_tail, json_records, write_json_lines
 
 __all__ = ["QUERY2DOC", "ExpansionSummary", "QueryExpansion", "expand_queries", "expand_query", "expanded_collection",
-           "expansion_path", "export_expansions", "exported_expansions", "read_expansions"]
+           "expansion_path", "export_expansions", "exported_expansions", "exported_name", "read_expansions"]
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,17 @@ def read_expansions(path: str | Path) -> dict[str, QueryExpansion]:
     return records
 
 
+def exported_name(collection: str, split: str) -> str:
+    """The file name ``r2r expand --export`` writes a split under, and ``exported_expansions`` reads."""
+    return f"{collection}-{split}.jsonl.gz"
+
+
 def exported_expansions(folder: str | Path, collection: str, splits: Sequence[str]) -> dict[str, QueryExpansion]:
     """The ok expansions of a collection's splits in a folder of exported files (``r2r expand --export``
     names them ``<collection>-<split>.jsonl.gz``); a split without a file contributes nothing."""
     found: dict[str, QueryExpansion] = {}
     for split in splits:
-        path = Path(folder) / f"{collection}-{split}.jsonl.gz"
+        path = Path(folder) / exported_name(collection, split)
         if path.is_file():
             found.update((q, r) for q, r in read_expansions(path).items() if r.status == "ok")
     return found
