@@ -12,6 +12,7 @@ import streamlit as st
 
 from r2r_core.errors import R2RError
 from r2r_core.store import RationaleRow
+from r2r_core.student.api import Explanation
 from r2r_core.teacher.aggregate import pair_consistency
 from r2r_core.teacher.parsing import check_evidence
 
@@ -135,8 +136,31 @@ MARK_STYLES = {
     frozenset({"student"}): "background:#bfdbfe;border-bottom:2px dashed #1d4ed8",
     frozenset({"teacher", "student"}): "background:#bbf7d0;border-bottom:2px solid #15803d",
 }
+# The sentence the explaining (decoder) student cites is outlined, over whatever the other layers show
+CITED_STYLE = "outline:2px dotted #7c3aed;outline-offset:1px"
 MARK_LEGEND = ("Yellow, solid underline: quoted by the teacher · blue, dashed underline: marked by the "
-               "student's evidence head · green: both")
+               "student's evidence head · green: both · purple dotted outline: the sentence the explaining "
+               "student cites")
+
+
+def mark_style(marks: frozenset[str]) -> str | None:
+    """The style of a segment marked by ``marks`` (None: unmarked)."""
+    base = MARK_STYLES.get(marks - {"cited"})
+    if "cited" not in marks:
+        return base
+    return f"{base};{CITED_STYLE}" if base else CITED_STYLE
+
+
+def student_layers(explained: Explanation | None, evidence: Explanation | None) -> dict[str, list[tuple[int, int]]]:
+    """The passage's student layers: "student", the evidence head's spans (``evidence``: the scorer's
+    answer, or the explainer's own when it does not generate); "cited", the evidence of a generating
+    explainer (the decoder student's cited sentence, or its quote where it was found in the passage)."""
+    layers: dict[str, list[tuple[int, int]]] = {"student": [], "cited": []}
+    if explained is not None and explained.generated:
+        layers["cited"] = [(start, end) for start, end, *_ in explained.evidence]
+    if evidence is not None and not (evidence is explained and explained.generated):
+        layers["student"] = [(start, end) for start, end, *_ in evidence.evidence]
+    return layers
 
 
 def marked_html(text: str, layers: Mapping[str, Sequence[tuple[int, int]]]) -> str:
@@ -145,7 +169,7 @@ def marked_html(text: str, layers: Mapping[str, Sequence[tuple[int, int]]]) -> s
     parts = []
     for segment, marks in marked_segments(text, layers):
         escaped = html.escape(segment)
-        style = MARK_STYLES.get(marks)
+        style = mark_style(marks)
         if style:
             names = " ".join(sorted(marks))
             parts.append(f'<mark data-evidence="{names}" style="{style}">{escaped}</mark>')

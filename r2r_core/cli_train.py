@@ -176,7 +176,8 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint in --out.")] = False,
     min_severity: Annotated[int, typer.Option(help="Skip rationales annotated bad at this severity or more.")] = 1,
     synthetic: Annotated[
-        list[Path] | None, typer.Option("--synthetic", help="Synthetic query set(s) from `r2r synthesize` (dual).")
+        list[Path] | None, typer.Option("--synthetic", help="Synthetic query set(s) from `r2r synthesize` (every "
+                                                             "student: the source passage vs its hard negatives).")
     ] = None,
 ) -> None:
     """Distil the teacher's rankings (and, for r2r, its rationales) into a student; runs under torchrun too."""
@@ -188,15 +189,23 @@ def train(
     if steps is not None:
         overrides["steps"] = steps
     overrides.update(parse_overrides(set_ or []))
+    loaded = _load(collection)
     if student == "dual":
-        _train_dual(config, _load(collection), out, synthetic or [], overrides, resume, dev_split or "dev",
+        _train_dual(config, loaded, out, synthetic or [], overrides, resume, dev_split or "dev",
                     base_model)
         return
     db = Store.open(config)
-    data = load_training_data(db, _load(collection).name, train_split=None if train_split == "all" else train_split,
+    data = load_training_data(db, loaded.name, train_split=None if train_split == "all" else train_split,
                               dev_split=dev_split or None,
                               job_ids=job, prompt_versions=prompt_version, min_severity=min_severity,
                               teacher_model=None if teacher_model == "any" else teacher_model or config.teacher.model)
+    if synthetic:
+        from r2r_core.student.data import synthetic_query_examples
+        from r2r_core.teacher.synthesize import read_synthetic
+
+        questions = [e for path in synthetic for e in synthetic_query_examples(read_synthetic(path), loaded)]
+        data.train.extend(questions)
+        typer.echo(f"+ {len(questions)} synthetic questions (source passage vs its hard negatives)")
     typer.echo(f"training a {student} student on {data.summary()}")
     if student == "fast":
         from r2r_core.student.fast import FastScorerConfig

@@ -57,14 +57,15 @@ ScoreCache = dict[str, tuple[np.ndarray, float]]
 
 def rerank(
     scorer: Scorer, collection: Collection, candidates: Run, name: str, *, first_stage_weight: float | None = None,
-    cache: ScoreCache | None = None, progress: bool = True,
+    cache: ScoreCache | None = None, progress: bool = True, keep_scores: bool = False,
 ) -> tuple[Run, list[float]]:
     """Every query's candidates re-ordered by ``scorer`` (ties: BM25 order), with the BM25 scores fused in
     when ``first_stage_weight`` is given; returns the run and the ms each query took.
 
     ``cache``: scores already computed for a query are reused with the ms they took then (several
     fusion weights of one reranker score the candidates once); new ones are added.
-    Scores in the run are rank-derived (n, n-1, ..., 1), so the TREC file keeps the order exactly.
+    Scores in the run are rank-derived (n, n-1, ..., 1), so the TREC file keeps the order exactly;
+    ``keep_scores`` keeps the (fused) scores instead, for a cascade's second stage to fuse with.
     """
     run = Run(name)
     latencies = []
@@ -88,7 +89,8 @@ def rerank(
         order = sorted(range(len(doc_ids)), key=lambda i: (-float(scores[i]), i))
         latencies.append(earlier_ms + (time.perf_counter() - started) * 1000)
         n = len(order)
-        run.set_ranking(query_id, [ScoredDoc(doc_ids[i], float(n - r), r + 1) for r, i in enumerate(order)])
+        run.set_ranking(query_id, [ScoredDoc(doc_ids[i], float(scores[i]) if keep_scores else float(n - r), r + 1)
+                                   for r, i in enumerate(order)])
     return run, latencies
 
 

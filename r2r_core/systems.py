@@ -23,6 +23,9 @@ reranker), and a list of systems, each given as a spec (``parse_system``):
                             and the rest keep FIRST's order (``rerank.cascade``). For a slow scorer, such
                             as the R2R decoder student, on a deep candidate list; its latency is the sum
                             of both stages, and SECOND is the one that explains
+    FIRST%K>>SECOND+first=W the cascade with SECOND's score fused with FIRST's over the top K:
+                            (1 - W) * z(SECOND) + W * z(FIRST) per query, FIRST's real (fused) scores,
+                            not its ranks; choose W on dev
 
 ``check_systems`` checks every spec's files (a student folder must hold a saved student) before any
 work, so a bad spec fails at once, never after the systems before it have run.
@@ -104,6 +107,7 @@ from r2r_core.explanations import (
     explanation_quality,
     explanation_sample,
 )
+from r2r_core.report_files import per_query_tsv, plot_per_query
 from r2r_core.rerank import (
     ScoreCache,
     Scorer,
@@ -133,7 +137,6 @@ __all__ = [
     "explanation_quality",
     "explanation_sample",
     "parse_system",
-    "plot_per_query",
     "ranking_measures",
     "recall_measure",
     "significance",
@@ -144,8 +147,9 @@ __all__ = [
 
 EXPLANATION_METRICS = (EVIDENCE, EVIDENCE_PRECISION, EVIDENCE_RECALL, CONSISTENCY, ROUGE)  # column order
 SYSTEM_FORMS = ("bm25", "minilm-biencoder", "teacher[:RANK_BY]", "student:PATH[:LABEL]", "RERANKER+bm25=W",
-                "FIRST%K>>SECOND")
+                "FIRST%K>>SECOND[+first=W]")
 FUSION_MARK = "+bm25="
+CASCADE_FUSION_MARK = "+first="
 CASCADE_MARK = ">>"
 RECALL_DEPTH = 100  # the paper reports Recall@100
 TAU_K = 10
@@ -203,14 +207,19 @@ def parse_system(spec: str) -> SystemSpec:
     parsed = _parse_system(reranker)
     if parsed.kind not in ("minilm-biencoder", "student"):
         raise R2RError(f"system {spec!r}: only a reranker (minilm-biencoder, student:PATH) can be fused with BM25")
-    try:
-        weight = float(weight_text)
-    except ValueError:
-        raise R2RError(f"system {spec!r}: the BM25 weight after {FUSION_MARK!r} must be a number in [0, 1]") from None
-    if not 0.0 <= weight <= 1.0:
-        raise R2RError(f"system {spec!r}: the BM25 weight must be in [0, 1], got {weight:g}")
+    weight = _fusion_weight(spec, weight_text, FUSION_MARK)
     return replace(parsed, name=f"{parsed.name}{FUSION_MARK}{weight:g}", label=f"{parsed.label} + BM25 (w={weight:g})",
                    first_stage_weight=weight, text=spec)
+
+
+def _fusion_weight(spec: str, text: str, mark: str) -> float:
+    try:
+        weight = float(text)
+    except ValueError:
+        raise R2RError(f"system {spec!r}: the weight after {mark!r} must be a number in [0, 1]") from None
+    if not 0.0 <= weight <= 1.0:
+        raise R2RError(f"system {spec!r}: the weight after {mark!r} must be in [0, 1], got {weight:g}")
+    return weight
 
 
 def _parse_cascade(spec: str) -> SystemSpec:
@@ -220,12 +229,19 @@ def _parse_cascade(spec: str) -> SystemSpec:
         raise R2RError(f"system {spec!r}: a cascade is FIRST%K>>SECOND with K a whole number of documents >= 1")
     if CASCADE_MARK in second_text:
         raise R2RError(f"system {spec!r}: one cascade step at most (FIRST%K>>SECOND)")
+    before, fused, after = second_text.rpartition(CASCADE_FUSION_MARK)
+    second_text, weight_text = (before, after) if fused else (after, "")
     first, second = parse_system(first_text), parse_system(second_text)
     if first.kind not in ("minilm-biencoder", "student") or second.kind not in ("minilm-biencoder", "student"):
         raise R2RError(f"system {spec!r}: both stages of a cascade must be rerankers (minilm-biencoder, student:PATH)")
     if second.first_stage_weight is not None:
-        raise R2RError(f"system {spec!r}: the second stage re-ranks the first one's top K; it cannot fuse BM25")
+        raise R2RError(f"system {spec!r}: the second stage re-ranks the first one's top K; it cannot fuse BM25 "
+                       "(+first=W fuses it with the first stage)")
     cutoff = int(cutoff_text)
+    if fused:
+        weight = _fusion_weight(spec, weight_text, CASCADE_FUSION_MARK)
+        second = replace(second, name=f"{second.name}{CASCADE_FUSION_MARK}{weight:g}", first_stage_weight=weight,
+                         label=f"{second.label} + first stage (w={weight:g})")
     return replace(second, name=f"{second.name}@top{cutoff}-of-{first.name}", text=spec, first=first, cutoff=cutoff,
                    label=f"{second.label} on the top {cutoff} of {first.label}")
 
@@ -485,7 +501,8 @@ def evaluate_systems(
     files = {"report": "report.json", "table": "table.md", "plot": "per_query_ndcg10.png",
              "per_query": "per_query_ndcg10.tsv"}
     models: dict[tuple[str, Path | None], object] = {}  # each reranker's model, loaded once for all its rows
-    score_caches: dict[tuple[str, Path | None], ScoreCache] = {}  # one per reranker, shared by its fused rows
+    # one per reranker (and per cascade head), shared by the rows that only fuse its scores differently
+    score_caches: dict[tuple[str | int | Path | None, ...], ScoreCache] = {}
     for spec in tqdm(specs, desc="systems", unit="system", disable=not progress):
         run, latencies, extra, notes = _run_system(spec, specs, collection, candidates, retriever, reference,
                                                    sample, depth, device, progress, models, score_caches)
@@ -527,7 +544,7 @@ def evaluate_systems(
 def _run_system(spec: SystemSpec, specs: Sequence[SystemSpec], collection: Collection, candidates: Run, retriever,
                 reference: TeacherReference | None, sample: Sequence[SamplePair], depth: int,
                 device: str | None, progress: bool, models: dict[tuple[str, Path | None], object],
-                score_caches: dict[tuple[str, Path | None], ScoreCache],
+                score_caches: dict[tuple[str | int | Path | None, ...], ScoreCache],
                 ) -> tuple[Run, list[float], dict[str, float | None], list[str]]:
     """(run, ms per query, explanation metrics, notes) of one system."""
     if spec.kind == "bm25":
@@ -545,11 +562,13 @@ def _run_system(spec: SystemSpec, specs: Sequence[SystemSpec], collection: Colle
         first = spec.first
         first_scorer, _, _ = _scorer(first, collection, candidates, device, models)
         first_run, first_ms = rerank(first_scorer, collection, candidates, first.name,
-                                     first_stage_weight=first.first_stage_weight,
+                                     first_stage_weight=first.first_stage_weight, keep_scores=True,
                                      cache=score_caches.setdefault((first.kind, first.path), {}), progress=progress)
         head = top_of(first_run, spec.cutoff)
         scorer, student, notes = _scorer(spec, collection, head, device, models)
-        head_run, head_ms = rerank(scorer, collection, head, spec.name, progress=progress)  # other candidates: no cache
+        head_key = (spec.kind, spec.path, first.name, spec.cutoff)  # the same head: the same candidates
+        head_run, head_ms = rerank(scorer, collection, head, spec.name, first_stage_weight=spec.first_stage_weight,
+                                   cache=score_caches.setdefault(head_key, {}), progress=progress)
         run = cascade(first_run, head_run, spec.name)
         latencies = [a + b for a, b in zip(first_ms, head_ms, strict=True)]
         notes.append(f"first stage {first.name} re-ranks all {depth} candidates, then its top {spec.cutoff} are "
@@ -643,52 +662,4 @@ def _table_document(report: EvaluationReport) -> str:
              table_markdown(report), "", f"Made by: `{report.command}` ({report.created_at}; {report.machine})", ""]
     lines += [f"- {note}" for note in report.notes]
     lines += [f"- {s.label}: {s.notes}" for s in report.systems if s.notes]
-    return "\n".join(lines) + "\n"
-
-
-def plot_per_query(report: EvaluationReport, path: str | Path) -> Path | None:
-    """BM25 against each other system, nDCG@10 per query (one panel each, diagonal = no change).
-
-    Returns None (and writes nothing) when the report has no BM25 row or no other system.
-    """
-    if "bm25" not in report.per_query or len(report.per_query) < 2:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    base = report.per_query["bm25"]
-    others = [s for s in report.systems if s.name != "bm25"]
-    fig, axes = plt.subplots(1, len(others), figsize=(4.2 * len(others), 4.4), squeeze=False)
-    for ax, system in zip(axes[0], others, strict=True):
-        values = report.per_query[system.name]
-        queries = sorted(base)
-        x = [base[q] for q in queries]
-        y = [values.get(q, 0.0) for q in queries]
-        wins = sum(b > a for a, b in zip(x, y, strict=True))
-        losses = sum(b < a for a, b in zip(x, y, strict=True))
-        ax.scatter(x, y, s=18, alpha=0.7)
-        ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
-        ax.set_xlim(-0.03, 1.03)
-        ax.set_ylim(-0.03, 1.03)
-        ax.set_xlabel("BM25 nDCG@10")
-        ax.set_ylabel(f"{system.name} nDCG@10")
-        ax.set_title(f"{system.label}\n{wins} better, {losses} worse, {len(queries) - wins - losses} same",
-                     fontsize=9)
-    fig.suptitle(f"{report.collection}/{report.split}: nDCG@10 per query ({len(base)} queries)", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def per_query_tsv(report: EvaluationReport) -> str:
-    """nDCG@10 per query, one column per system (tab separated)."""
-    names = list(report.per_query)
-    queries = sorted({q for values in report.per_query.values() for q in values})
-    lines = ["query\t" + "\t".join(names)]
-    lines += [q + "\t" + "\t".join(f"{report.per_query[n].get(q, 0.0):.4f}" for n in names) for q in queries]
     return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -19,7 +20,7 @@ from test_app import loaded_student, student_setup
 from test_pairwise_matrix import CountingStudent
 
 from app import state
-from app.rationales import marked_html, marked_segments, passage_segments
+from app.rationales import CITED_STYLE, marked_html, marked_segments, passage_segments
 from r2r_core.config import CONFIG_ENV_VAR, R2RConfig
 from r2r_core.store import RationaleRow, Store, TeacherJob
 from r2r_core.student.api import relevance_logits
@@ -121,6 +122,33 @@ def test_document_shows_rationale_verbatim_and_label_conditioned_apart(store: St
     assert hostile in [t.value for t in teacher_column.text]
     assert explained not in [t.value for t in teacher_column.text]
     assert any(t.startswith("Label ") and "P(relevant)" in t for t in [t.value for t in app.columns[7].text])
+
+
+def test_document_outlines_the_sentence_the_real_citing_decoder_chose(store: Store, pydocs, r2r_home: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from r2r_core.sentences import sentence_spans
+
+    decoder = Path(__file__).resolve().parents[1] / "assets" / "students" / "r2r-smollm2-pydocs"
+    config = r2r_home / "r2r-citing-decoder.toml"
+    config.write_text(student_setup(r2r_home).read_text(encoding="utf-8").replace(
+        str(r2r_home / "no-such-decoder"), str(decoder)), encoding="utf-8")
+    monkeypatch.setitem(os.environ, CONFIG_ENV_VAR, str(config))
+    app = AppTest.from_file(str(PAGES / "document.py"), default_timeout=600)
+    app.query_params.update({"collection": "pydocs", "query": QUERY, "doc": DOC})
+    run_ok(app)
+
+    text = document_text(pydocs.documents[DOC])
+    shown = [t.value for t in app.text if t.value.startswith("Cited, outlined in the passage: ")]
+    assert len(shown) == 1, [t.value for t in app.text]
+    sentence = shown[0].removeprefix("Cited, outlined in the passage: \u201c").removesuffix("\u201d")
+    spans = [(a, b) for a, b in sentence_spans(text) if text[a:b] == sentence]
+    assert len(spans) == 1  # one whole sentence of the passage, verbatim
+    (body,) = [h.proto.body for h in app.html]
+    outlined = re.findall(r'<mark data-evidence="([a-z ]*)" style="[^"]*">([^<]*)</mark>', body)
+    assert "".join(html.unescape(t) for names, t in outlined if "cited" in names.split()) == sentence
+    assert all(("cited" in names.split()) == (CITED_STYLE in style) for names, style in
+               re.findall(r'<mark data-evidence="([a-z ]*)" style="([^"]*)">', body))
+    assert any(t.startswith("Provenance: student r2r-smollm2-pydocs") for t in (t.value for t in app.text))
 
 
 def test_document_arrives_from_search_handoff(store: Store, pydocs) -> None:
@@ -282,6 +310,22 @@ def test_marked_html_escapes_markup_and_keeps_layers_apart() -> None:
     assert "&lt;script&gt;" in rendered and "&lt;img src=x" in rendered and "onerror=alert(2)&gt;" in rendered
     assert rendered.count('data-evidence="teacher"') == 1 and rendered.count('data-evidence="student"') == 1
     assert rendered.count('data-evidence="student teacher"') == 1
+
+
+def test_the_explaining_students_cited_sentence_is_its_own_layer() -> None:
+    from app.rationales import student_layers
+    from r2r_core.student.api import Explanation
+
+    text = "First sentence here. Second sentence there. Third one."
+    decoder = Explanation(2, 0.7, "It says so.", [(21, 43, text[21:43])], generated=True)
+    head = Explanation(2, 0.6, None, [(0, 20, text[:20]), (30, 43, text[30:43])])
+    assert student_layers(decoder, head) == {"student": [(0, 20), (30, 43)], "cited": [(21, 43)]}
+    assert student_layers(decoder, decoder) == {"student": [], "cited": [(21, 43)]}  # the decoder alone
+    assert student_layers(head, head) == {"student": [(0, 20), (30, 43)], "cited": []}  # a scorer alone
+    assert student_layers(None, None) == {"student": [], "cited": []}
+    rendered = marked_html(text, {"teacher": [(21, 30)], **student_layers(decoder, head)})
+    assert rendered.count('data-evidence="cited teacher"') == 1 and rendered.count('data-evidence="cited student"') == 1
+    assert rendered.count(CITED_STYLE) == 2 and rendered.count('data-evidence="student"') == 1
 
 
 # ----------------------------------------------------------------------------- the student in Document / Annotate

@@ -666,6 +666,53 @@ def test_a_cascade_reorders_the_first_stage_head_and_keeps_its_tail(
     assert "its top 3 are re-ranked" in row.notes and "explanations: see the row of dual-base alone" in row.notes
 
 
+def test_parse_a_cascade_whose_second_stage_fuses_the_first() -> None:
+    spec = parse_system("minilm-biencoder%10>>student:assets/students/r2r:R2R+first=0.3")
+    assert (spec.name, spec.path, spec.cutoff, spec.first_stage_weight) == (
+        "r2r+first=0.3@top10-of-minilm-biencoder", Path("assets/students/r2r"), 10, 0.3)
+    assert spec.label.startswith("R2R + first stage (w=0.3) on the top 10 of")
+    for bad, message in (("minilm-biencoder%10>>student:x+first=much", "must be a number"),
+                         ("minilm-biencoder%10>>student:x+first=1.5", "in \\[0, 1\\]")):
+        with pytest.raises(R2RError, match=message):
+            parse_system(bad)
+
+
+def test_a_fused_second_stage_mixes_in_the_first_stage_scores_not_its_ranks(
+        tmp_path: Path, tiny_collection: Collection, tiny_bm25) -> None:
+    from r2r_core.candidates import first_stage_fusion
+    from r2r_core.student.dual import DualEncoderStudent
+
+    folder = _saved_dual(tmp_path)
+    # first stage = BM25's order with BM25's scores (weight 1): the second stage fuses the student with them
+    specs = [parse_system(s) for s in ("bm25", f"student:{folder}+bm25=1%4>>student:{folder}+first=0.5")]
+    report = evaluate_systems(tiny_collection, "test", specs, retriever=tiny_bm25, depth=5, out_dir=tmp_path / "eval",
+                              command="test", progress=False)
+    run = read_run(tmp_path / "eval" / report.systems[1].run_file)
+    candidates = tiny_bm25.retrieve(tiny_collection, "test", 5, progress=False)
+    student = DualEncoderStudent.from_pretrained(folder)
+    for query_id in candidates:
+        ranked = candidates[query_id][:4]
+        logits = student.predict([(tiny_collection.queries[query_id].text, tiny_collection.documents[d.doc_id].contents)
+                                  for d in ranked], apply_sigmoid=False)
+        fused = first_stage_fusion([d.score for d in ranked], logits, weight=0.5)  # z() ignores scale and shift
+        expected = [ranked[i].doc_id for i in sorted(range(len(ranked)), key=lambda i: (-fused[i], i))]
+        assert run.doc_ids(query_id)[:len(expected)] == expected
+
+
+def test_rerank_can_keep_the_scores_it_ordered_by(tiny_collection: Collection, tiny_bm25) -> None:
+    from r2r_core.rerank import rerank
+
+    candidates = tiny_bm25.retrieve(tiny_collection, "test", 5, progress=False)
+    lengths = lambda query, documents: np.array([float(len(d)) for d in documents])  # noqa: E731
+    kept, _ = rerank(lengths, tiny_collection, candidates, "long", keep_scores=True, progress=False)
+    ranks, _ = rerank(lengths, tiny_collection, candidates, "long", progress=False)
+    for query_id in candidates:
+        assert [d.score for d in kept[query_id]] == sorted(
+            (float(len(tiny_collection.documents[d].contents)) for d in candidates.doc_ids(query_id)), reverse=True)
+        assert [d.score for d in ranks[query_id]] == [float(n) for n in range(len(ranks[query_id]), 0, -1)]
+        assert kept.doc_ids(query_id) == ranks.doc_ids(query_id)
+
+
 def test_cascade_refuses_a_second_stage_that_is_not_the_first_stage_head() -> None:
     from r2r_core.data.model import Run, ScoredDoc
     from r2r_core.rerank import cascade, top_of

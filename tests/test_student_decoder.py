@@ -7,6 +7,7 @@ to 160 tokens (the documents are shorter), 8 steps, one CPU thread.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,27 @@ def test_rationale_targets_follow_the_training_rules() -> None:
     assert {t.query_id for t in rationale_targets(rows, coll, None)} == {"q1"}
     with pytest.raises(R2RError, match="test"):
         rationale_targets(rows, coll, "test")
+
+
+def test_synthetic_questions_become_ranking_examples_on_one_binary_scale() -> None:
+    from r2r_core.student.data import synthetic_query_examples
+    from r2r_core.teacher.synthesize import ScoredNegative, SyntheticQuery
+
+    docs = {d: Document(d, f"text of {d}") for d in ("src", "b", "c", "d")}
+    coll = Collection("tiny", docs, {})
+    negatives = (ScoredNegative("c", 1, 0.8), ScoredNegative("d", 4, 0.1), ScoredNegative("b", 2, None))
+    kept = SyntheticQuery("syn-1", "src", "kept", "how do I x", "raw", 3, 0.9, negatives)
+    only_flagged = SyntheticQuery("syn-2", "src", "kept", "how do I y", "raw", 1, 0.9, (ScoredNegative("c", 2, 0.9),))
+    rejected = SyntheticQuery("syn-3", "b", "teacher_rejected", "how do I z", "raw", 5, 0.2, negatives)
+    (example,) = synthetic_query_examples([kept, only_flagged, rejected], coll)
+    # the source passage, then the hard negatives in first-stage order minus the one the teacher says answers
+    assert example.doc_ids == ["src", "b", "d"] and example.documents == ["text of src", "text of b", "text of d"]
+    assert example.teacher_scores == [1.0, 0.0, 0.0] and example.split == "synthetic"
+    assert {(p.a, p.b, p.target) for p in example.pairs} == {(0, 1, 1.0), (1, 0, 0.0), (0, 2, 1.0), (2, 0, 0.0)}
+    assert example.evidence == [None, None, None]
+    assert synthetic_query_examples([kept], coll, negatives=1)[0].doc_ids == ["src", "b"]
+    with pytest.raises(R2RError, match="negatives >= 1"):
+        synthetic_query_examples([kept], coll, negatives=0)
 
 
 # --------------------------------------------------------------------------- the model
@@ -258,6 +280,36 @@ def test_cited_evidence_is_the_most_likely_document_sentence_and_the_reasoning_f
         assert document[start:end] == text
     with pytest.raises(R2RError, match="evidence must be 'cite' or 'generate'"):
         dataclasses.replace(student.config, evidence="quote")
+
+
+def test_citation_targets_name_a_visible_sentence_exactly_as_explain_offers_it() -> None:
+    from r2r_core.sentences import sentence_spans
+    from r2r_core.student.decoder import DecoderStudent, DecoderStudentConfig, _one_line
+    from r2r_core.student.train_decoder import cited_direct_text, target_texts
+
+    config = DecoderStudentConfig(max_length=160, max_query_tokens=16)  # a long document is cut
+    student = DecoderStudent(config.base_model, config=config, device="cpu")  # the targets need no training
+    short = RationaleTarget(1, "q0", "train", "how do I sort a list", "direct", TOPICS[0][1], None,
+                            "It names sorted().", label=3, evidence=("Use sorted()",))
+    prompt, text = cited_direct_text(student, short)
+    sentence = TOPICS[0][1]  # one sentence: "Use sorted() ...; list.sort() sorts in place."
+    assert [sentence[a:b] for a, b in sentence_spans(sentence)] == [sentence]
+    assert f'Evidence: "{_one_line(sentence, 200)}"\n' in text  # the whole sentence, not the teacher's fragment
+    assert prompt == student.direct_prompt(short.query, short.document)[0]
+    # the evidence lies past the cut: the document shown starts at the cited sentence
+    filler = " ".join(f"Filler sentence number {i} talks about nothing useful." for i in range(60))
+    cited = "The zipfile module reads and writes ZIP archives."
+    long = RationaleTarget(2, "q0", "train", "how do I read a zip file", "direct", f"{filler} {cited} More text.",
+                           None, "It names zipfile.", label=3, evidence=("reads and writes ZIP archives",))
+    assert cited not in student.visible_document(long.query, long.document)
+    prompt, text = cited_direct_text(student, long)
+    assert f'Evidence: "{cited}"\n' in text and cited in prompt and "Filler sentence number 0 " not in prompt
+    # no quote: "none"; a student in the free mode keeps the teacher's own words
+    bare = RationaleTarget(3, "q1", "train", "how do I read a file", "direct", TOPICS[2][1], None, "Off topic.",
+                           label=0)
+    assert "Evidence: none\n" in cited_direct_text(student, bare)[1]
+    student.config = dataclasses.replace(student.config, evidence="generate")
+    assert 'Evidence: "Use sorted()"\n' in target_texts(student, [short])[0][1]
 
 
 def test_resume_and_refusals(trained, tmp_path: Path) -> None:

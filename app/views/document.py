@@ -25,6 +25,7 @@ from app.rationales import (
     inconsistent_pairs,
     marked_html,
     render_rationale,
+    student_layers,
     teacher_views,
 )
 from app.students import Students, describe, record_explanation
@@ -176,16 +177,17 @@ def render_summary(query_id: str | None, doc_id: str, grades: Mapping[str, int],
                    help="The student's label (0-3) is its P(relevant) mapped onto the teacher's scale.")
 
 
-def render_passage(doc: Document, direct: Sequence[RationaleRow], student_spans: Sequence[tuple[int, int]]) -> None:
+def render_passage(doc: Document, direct: Sequence[RationaleRow], students: Mapping[str, list[tuple[int, int]]]
+                   ) -> None:
     st.subheader("Passage")
     if doc.url:
         st.text(doc.url)
     text = document_text(doc)  # title and body: what the teacher and the student read
-    teacher_spans = evidence_spans([row for row in direct if row.status == "ok"], text)
-    if teacher_spans or student_spans:
+    layers = {"teacher": evidence_spans([row for row in direct if row.status == "ok"], text), **students}
+    if any(layers.values()):
         st.caption(MARK_LEGEND)
     with st.container(border=True):
-        st.html(marked_html(text, {"teacher": teacher_spans, "student": student_spans}))
+        st.html(marked_html(text, layers))
 
 
 def render_marked(spec: str, row: RationaleRow, document: str | None, title: str) -> None:
@@ -266,15 +268,19 @@ def render_student(spec: str, collection_name: str, students: Students, query_id
                     "writes reasoning)")
         if explained.generated_label is not None and explained.generated_label != explained.label:
             st.warning(f"The reasoning says label {explained.generated_label}, the score says {explained.label}.")
-        if evidence is not explained:
-            for _, _, *quoted in explained.evidence:  # what the decoder quoted in its reasoning (checked)
-                st.text(f"Quoted in the reasoning (found in the passage): \u201c{quoted[0] if quoted else ''}\u201d")
-        spans = evidence.evidence if evidence is not None else []
+        if explained.generated:
+            cited = "Cited" if getattr(students.explainer, "cites_evidence", False) else "Quoted (found in the passage)"
+            for _, _, *quoted in explained.evidence:  # the decoder's evidence: a document sentence, or a found quote
+                st.text(f"{cited}, outlined in the passage: \u201c{quoted[0] if quoted else ''}\u201d")
+            if not explained.evidence:
+                st.text("Evidence: none cited.")
+        from_head = evidence is not None and not (evidence is explained and explained.generated)
+        spans = evidence.evidence if from_head else []
         for start, end, *text in spans[:SHOWN_SPANS]:
             st.text(f"Evidence head ({start}-{end}): \u201c{text[0] if text else ''}\u201d")
         if len(spans) > SHOWN_SPANS:
             st.caption(f"... and {len(spans) - SHOWN_SPANS} more spans (all marked in the passage).")
-        if not spans:
+        if not spans and not explained.generated:
             st.text("Evidence head: no span above its threshold.")
         if explained.truncated:
             st.caption("The document was cut to fit the student's input.")
@@ -327,8 +333,7 @@ def main() -> None:
     render_summary(query_id, doc_id, grades, rows, next(c.rank for c in listed if c.doc_id == doc_id), explained)
     passage, teacher, student = st.columns([5, 4, 3])
     with passage:
-        student_spans = [(start, end) for start, end, *_ in evidence.evidence] if evidence else []
-        render_passage(doc, about.get("direct", []), student_spans)
+        render_passage(doc, about.get("direct", []), student_layers(explained, evidence))
     with teacher:
         render_teacher(spec, query_id, doc, about, rows)
     with student:

@@ -50,6 +50,7 @@ from r2r_core.teacher.prompts import LABEL_SCALE, MAX_LABEL
 
 if TYPE_CHECKING:
     from r2r_core.store import Store
+    from r2r_core.teacher.synthesize import SyntheticQuery
 
 __all__ = [
     "TEST_SPLIT",
@@ -62,6 +63,7 @@ __all__ = [
     "examples_from_store",
     "load_training_data",
     "rationale_targets",
+    "synthetic_query_examples",
     "train_dev_examples",
 ]
 
@@ -288,6 +290,41 @@ def train_dev_examples(
     if overlap:
         raise R2RError(f"queries in both train and dev: {sorted(overlap)[:10]}")
     return train, dev
+
+
+SYNTHETIC_SPLIT = "synthetic"
+
+
+def synthetic_query_examples(
+    records: Iterable[SyntheticQuery], collection: Collection, *, negatives: int = 7,
+    false_negative_p_yes: float = 0.5,
+) -> list[QueryExample]:
+    """Kept synthetic questions (``r2r synthesize``) as ranking examples for the pointwise / pairwise /
+    listwise objectives, InPars style.
+
+    Candidates: the passage the question was written for, then its ``negatives`` highest-ranked hard
+    negatives (the first stage's top documents, minus those the teacher judged to answer: P(Yes) >=
+    ``false_negative_p_yes``). Targets on one scale, the construction's: 1.0 for the source passage, 0.0 for
+    the hard negatives (the teacher's P(Yes) on a few negatives is a filter here, not a grade), and the
+    source passage preferred over every negative (both presentation orders). No evidence supervision.
+    Split "synthetic": the questions were written from corpus passages, never from dev or test questions.
+    """
+    if negatives < 1:
+        raise R2RError(f"synthetic_query_examples needs negatives >= 1, got {negatives}")
+    examples = []
+    for record in records:
+        if not record.kept or record.text is None or record.passage_id not in collection.documents:
+            continue
+        hard = [d for d in record.hard_negatives(false_negative_p_yes)
+                if d in collection.documents and d != record.passage_id][:negatives]
+        if not hard:
+            continue
+        doc_ids = [record.passage_id, *hard]
+        pairs = [p for i in range(1, len(doc_ids)) for p in (PairTarget(0, i, 1.0), PairTarget(i, 0, 0.0))]
+        examples.append(QueryExample(record.query_id, record.text, SYNTHETIC_SPLIT, doc_ids,
+                                     [collection.documents[d].contents for d in doc_ids],
+                                     [1.0] + [0.0] * len(hard), pairs))
+    return examples
 
 
 @dataclass(frozen=True, slots=True)

@@ -380,6 +380,10 @@ class DecoderStudent:
         document, cut = self._cut(document, max(8, budget))
         return query, document, cut
 
+    def visible_document(self, query: str, document: str) -> str:
+        """The part of ``document`` the direct prompt shows (a prefix: the rest does not fit ``max_length``)."""
+        return self._direct_parts(query, document)[1]
+
     def compare_prompt(self, query: str, document_a: str, document_b: str) -> tuple[str, bool]:
         """The comparison prompt (up to 2 * max_length tokens); each document gets half the budget."""
         query, _ = self._cut(query, self.config.max_query_tokens)
@@ -523,7 +527,7 @@ class DecoderStudent:
         prompt, _ = self.direct_prompts([(query, document)])
         evidence: list[tuple[int, int, str]] = []
         if self.cites_evidence:
-            text, span = self._cited_answer(prompt[0], self._direct_parts(query, document)[1])
+            text, span = self._cited_answer(prompt[0], self.visible_document(query, document))
             evidence = [] if span is None else [(span[0], span[1], document[span[0]:span[1]])]
         else:
             text = self.generate(prompt[0])

@@ -40,6 +40,7 @@ import torch
 
 from r2r_core.config import check_known_keys
 from r2r_core.errors import R2RError
+from r2r_core.sentences import sentence_spans
 from r2r_core.student.data import QueryExample, RationaleTarget, check_trainable
 from r2r_core.student.decoder import DecoderStudent, DecoderStudentConfig, compare_target, direct_target
 from r2r_core.student.fast import autocast, select_device
@@ -66,8 +67,10 @@ from r2r_core.student.training import (
     weights_digest,
     write_report,
 )
+from r2r_core.teacher.parsing import check_evidence
 
-__all__ = ["DecoderTrainConfig", "evaluate_decoder_losses", "target_texts", "train_decoder_student"]
+__all__ = ["DecoderTrainConfig", "cited_direct_text", "evaluate_decoder_losses", "target_texts",
+           "train_decoder_student"]
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +126,40 @@ class DecoderTrainConfig:
 # --------------------------------------------------------------------------- inputs of one step
 
 
+def _sentence_at(text: str, position: int) -> tuple[int, int] | None:
+    return next(((a, b) for a, b in sentence_spans(text) if a <= position < b), None)
+
+
+def cited_direct_text(student: DecoderStudent, target: RationaleTarget) -> tuple[str, str]:
+    """(prompt, target text) of a direct rationale in the citation format ``DecoderStudent.explain`` answers
+    in: the Evidence field is the whole visible sentence holding the teacher's first located quote, written
+    exactly as the option ``explain`` scores for that sentence. When the prompt's cut would hide that
+    sentence, the document shown starts at it (a window), so the target never names text the student cannot
+    see. A quote that still cannot be located in the visible text keeps the teacher's words."""
+    label, document = int(target.label or 0), target.document
+    quote = next((q for q in target.evidence if q.strip()), None)
+    if quote is not None:
+        (found,) = check_evidence([quote], document)
+        sentence = _sentence_at(document, found.span[0]) if found.span is not None else None
+        if sentence is not None and sentence[1] > len(student.visible_document(target.query, document)):
+            document = document[sentence[0]:]
+        visible = student.visible_document(target.query, document)
+        (seen,) = check_evidence([quote], visible)
+        cited = _sentence_at(visible, seen.span[0]) if seen.span is not None else None
+        if cited is not None:
+            quote = visible[cited[0]:cited[1]]
+    prompt, _ = student.direct_prompt(target.query, document)
+    return prompt, direct_target(label, (quote,) if quote else (), target.reasoning)
+
+
 def target_texts(student: DecoderStudent, targets: Sequence[RationaleTarget]) -> list[tuple[str, str]]:
-    """(prompt, target text) per teacher rationale, in the student's own formats."""
+    """(prompt, target text) per teacher rationale, in the student's own formats (``cited_direct_text`` for
+    a student that cites its evidence)."""
     texts = []
     for t in targets:
-        if t.kind == "direct":
+        if t.kind == "direct" and student.cites_evidence:
+            texts.append(cited_direct_text(student, t))
+        elif t.kind == "direct":
             prompt, _ = student.direct_prompt(t.query, t.document)
             texts.append((prompt, direct_target(int(t.label or 0), t.evidence, t.reasoning)))
         elif t.kind == "pairwise" and t.document_b is not None and t.preferred in ("A", "B"):

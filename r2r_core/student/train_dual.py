@@ -90,9 +90,7 @@ def synthetic_examples(records: Sequence[SyntheticQuery], collection: Collection
     for record in records:
         if not record.kept or record.text is None:
             continue
-        flagged = set(record.false_negatives(false_negative_p_yes))
-        negatives = tuple(n.doc_id for n in sorted(record.negatives, key=lambda n: n.rank)
-                          if n.doc_id not in flagged and n.doc_id in collection.documents)
+        negatives = tuple(d for d in record.hard_negatives(false_negative_p_yes) if d in collection.documents)
         scored = ((record.passage_id, float(record.p_yes or 0.0)),
                   *((n.doc_id, float(n.p_yes)) for n in record.negatives if n.p_yes is not None))
         examples.append(DualExample(record.query_id, record.text, "synthetic", (record.passage_id,), negatives,

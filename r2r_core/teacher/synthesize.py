@@ -149,6 +149,11 @@ class SyntheticQuery:
         """Hard negatives the teacher thinks answer the question (P(Yes) >= threshold)."""
         return [n.doc_id for n in self.negatives if n.p_yes is not None and n.p_yes >= threshold]
 
+    def hard_negatives(self, false_negative_p_yes: float) -> list[str]:
+        """The first stage's other top documents in rank order, minus the false negatives at that threshold."""
+        flagged = set(self.false_negatives(false_negative_p_yes))
+        return [n.doc_id for n in sorted(self.negatives, key=lambda n: n.rank) if n.doc_id not in flagged]
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
 
