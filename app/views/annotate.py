@@ -337,8 +337,9 @@ def render_prediction(prediction: StudentPrediction, collection: Collection) -> 
     st.text(prediction.explanation or "(no generated reasoning)")
     doc = collection.documents.get(prediction.doc_id)
     text = document_text(doc) if doc else ""
+    source = "Cited" if details.get("generated") else "Evidence head"  # the decoder's evidence is a sentence it cites
     for start, end in (prediction.evidence_spans or [])[:12]:
-        st.text(f"Evidence head ({start}-{end}): \u201c{text[start:end]}\u201d")
+        st.text(f"{source} ({start}-{end}): \u201c{text[start:end]}\u201d")
     when = f" · {prediction.created_at:%Y-%m-%d %H:%M} UTC" if prediction.created_at else ""
     st.text(f"Provenance: student {details.get('student', '?')} · {describe(details)} · run {prediction.run_id}"
             f" · prediction #{prediction.prediction_id}{when}")
