@@ -151,16 +151,22 @@ def mark_style(marks: frozenset[str]) -> str | None:
     return f"{base};{CITED_STYLE}" if base else CITED_STYLE
 
 
+def evidence_head(explained: Explanation | None, evidence: Explanation | None) -> Explanation | None:
+    """The answer whose evidence is an evidence head's spans: ``evidence`` (the scorer's answer, or the
+    explainer's own), unless it is a generating explainer's, whose evidence is a citation."""
+    if evidence is None or (evidence is explained and explained.generated):
+        return None
+    return evidence
+
+
 def student_layers(explained: Explanation | None, evidence: Explanation | None) -> dict[str, list[tuple[int, int]]]:
-    """The passage's student layers: "student", the evidence head's spans (``evidence``: the scorer's
-    answer, or the explainer's own when it does not generate); "cited", the evidence of a generating
-    explainer (the decoder student's cited sentence, or its quote where it was found in the passage)."""
-    layers: dict[str, list[tuple[int, int]]] = {"student": [], "cited": []}
-    if explained is not None and explained.generated:
-        layers["cited"] = [(start, end) for start, end, *_ in explained.evidence]
-    if evidence is not None and not (evidence is explained and explained.generated):
-        layers["student"] = [(start, end) for start, end, *_ in evidence.evidence]
-    return layers
+    """The passage's student layers: "student", the evidence head's spans (``evidence_head``); "cited", the
+    evidence of a generating explainer (the decoder student's cited sentence, or its quote where it was
+    found in the passage)."""
+    head = evidence_head(explained, evidence)
+    cited = explained.evidence if explained is not None and explained.generated else []
+    return {"student": [(start, end) for start, end, *_ in (head.evidence if head else [])],
+            "cited": [(start, end) for start, end, *_ in cited]}
 
 
 def marked_html(text: str, layers: Mapping[str, Sequence[tuple[int, int]]]) -> str:

@@ -21,6 +21,7 @@ from app.rationales import (
     KIND_TITLES,
     LABEL_NAMES,
     MARK_LEGEND,
+    evidence_head,
     evidence_spans,
     inconsistent_pairs,
     marked_html,
@@ -274,8 +275,8 @@ def render_student(spec: str, collection_name: str, students: Students, query_id
                 st.text(f"{cited}, outlined in the passage: \u201c{quoted[0] if quoted else ''}\u201d")
             if not explained.evidence:
                 st.text("Evidence: none cited.")
-        from_head = evidence is not None and not (evidence is explained and explained.generated)
-        spans = evidence.evidence if from_head else []
+        head = evidence_head(explained, evidence)
+        spans = head.evidence if head is not None else []
         for start, end, *text in spans[:SHOWN_SPANS]:
             st.text(f"Evidence head ({start}-{end}): \u201c{text[0] if text else ''}\u201d")
         if len(spans) > SHOWN_SPANS:

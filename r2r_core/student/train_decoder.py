@@ -141,9 +141,10 @@ def cited_direct_text(student: DecoderStudent, target: RationaleTarget) -> tuple
     if quote is not None:
         (found,) = check_evidence([quote], document)
         sentence = _sentence_at(document, found.span[0]) if found.span is not None else None
-        if sentence is not None and sentence[1] > len(student.visible_document(target.query, document)):
-            document = document[sentence[0]:]
         visible = student.visible_document(target.query, document)
+        if sentence is not None and sentence[1] > len(visible):
+            document = document[sentence[0]:]
+            visible = student.visible_document(target.query, document)
         (seen,) = check_evidence([quote], visible)
         cited = _sentence_at(visible, seen.span[0]) if seen.span is not None else None
         if cited is not None:
