@@ -3,7 +3,9 @@
 In its own home (`--home`, default var/bench-annotate; Lucene indexes and converted model bases are shared
 with var/), the script
 
-1. imports the committed teacher rows (`assets/demo/teacher`, what `r2r store import-teacher` does);
+1. imports the committed teacher rows (`assets/demo/teacher`, and any other `--teacher` export such as the
+   train-split citing rationales `assets/teacher-runs/pydocs-train-citing`: what `r2r store import-teacher`
+   does);
 2. finds the rationales the teacher checks flag, as the app's Annotate queue does: quoted evidence not
    found (the row's `evidence_status` is "not_found"; rows written before that column existed: their
    `evidence_found` is False), a direct label that disagrees with the same teacher's P(Yes) (the stored
@@ -26,6 +28,7 @@ first undoes this script's own annotations; anyone else's live annotations there
 
     nice -n 19 python bench/annotate_retrain.py                       # fast student, 40 steps, 2 threads
     nice -n 19 python bench/annotate_retrain.py --student r2r --steps 24 --threads 1
+    python bench/annotate_retrain.py --teacher assets/demo/teacher --teacher assets/teacher-runs/pydocs-train-citing
     python bench/annotate_retrain.py --home /tmp/ar --steps 2 --max-dev-queries 3 --explain-sample 6  # a check
 """
 
@@ -344,7 +347,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--home", type=Path, default=REPO / "var" / "bench-annotate")
     parser.add_argument("--index-cache", type=Path, default=REPO / "var" / "indexes", help="Lucene indexes (shared)")
     parser.add_argument("--model-cache", type=Path, default=REPO / "var" / "models", help="model bases (shared)")
-    parser.add_argument("--teacher", type=Path, default=REPO / "assets" / "demo" / "teacher", help="teacher export")
+    parser.add_argument("--teacher", type=Path, action="append", default=None, help="teacher export folder "
+                        "(repeatable; default assets/demo/teacher), e.g. also assets/teacher-runs/pydocs-train-citing")
     parser.add_argument("--student", choices=("fast", "r2r"), default="fast")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
@@ -361,12 +365,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="training config override")
     args = parser.parse_args()
     args.set = parse_overrides(args.set)
+    args.teacher = args.teacher or [REPO / "assets" / "demo" / "teacher"]
     if args.severity < args.min_severity:
         raise R2RError(f"--severity {args.severity} is below --min-severity {args.min_severity}: the annotations "
                        "would exclude nothing, so 'after' would train on the same rows as 'before'")
     if args.max_dev_queries is not None and args.max_dev_queries < 1:
         raise R2RError(f"--max-dev-queries must be >= 1, got {args.max_dev_queries}")
     return args
+
+
+def jsonable(value: Any) -> Any:
+    """A setting as JSON: paths as strings, also inside lists (the repeatable --teacher)."""
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
 
 
 def resolve_teacher_model(given: str | None, config: R2RConfig) -> str | None:
@@ -387,11 +399,14 @@ def main() -> None:
 
     collection = load_collection(COLLECTION)
     store = Store.open(config)
-    jobs, inserted = import_teacher(store, collection, args.teacher)
+    jobs = inserted = 0
+    for folder in args.teacher:
+        folder_jobs, folder_inserted = import_teacher(store, collection, folder)
+        jobs, inserted = jobs + folder_jobs, inserted + folder_inserted
     undone = clear_own_annotations(store, collection.name)
     rows = store.rationales(collection=collection.name)
-    print(f"teacher rows: {len(rows)} in the store ({jobs} jobs in {args.teacher}, {inserted} new); "
-          f"{undone} annotations of an earlier run undone")
+    print(f"teacher rows: {len(rows)} in the store ({jobs} jobs in {', '.join(map(str, args.teacher))}, "
+          f"{inserted} new); {undone} annotations of an earlier run undone")
     timings["import"] = time.perf_counter() - started
 
     flags = find_flags(rows)
@@ -436,7 +451,7 @@ def main() -> None:
     payload = {
         "command": shlex.join(["python", "bench/annotate_retrain.py", *sys.argv[1:]]),
         "machine": machine_line(),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": {k: jsonable(v) for k, v in vars(args).items()},
         "flags": {reason: sorted(ids) for reason, ids in flags.by_reason.items()},
         "flag_counts": {**{reason: len(ids) for reason, ids in flags.by_reason.items()}, "union": len(flags.union),
                         "union_in_training_rows": len(flags.union & used)},
