@@ -351,7 +351,8 @@ def teach(
         typer.Option("--mode", "-m", help="score | direct | direct-criteria | pair-score | pairwise | listwise | "
                                           "explain; repeatable."),
     ] = None,
-    pairs: Annotated[str, typer.Option(help="Pair strategy: adjacent | top-vs-rest | random.")] = "adjacent",
+    pairs: Annotated[str, typer.Option(help="Pair strategy: adjacent | top-vs-rest | random | compared (the pairs "
+                                            "of the model's stored pairwise rationales).")] = "adjacent",
     pairs_per_query: Annotated[int, typer.Option(help="Pairs per query for pairwise modes.")] = 3,
     both_orders: Annotated[bool, typer.Option(help="Ask comparative prompts in both orders.")] = True,
     window: Annotated[int, typer.Option(help="Listwise window size.")] = 5,

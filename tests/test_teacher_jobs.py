@@ -18,6 +18,7 @@ import pytest
 
 from r2r_core.config import R2RConfig
 from r2r_core.data.model import Collection, Document, Qrels, Query, Run
+from r2r_core.errors import R2RError
 from r2r_core.store import Store
 from r2r_core.teacher.backends import LlamaCppServer, LocalLlamaBackend, OpenAIChatBackend
 from r2r_core.teacher.generate import GenerationSettings
@@ -306,3 +307,48 @@ def test_teacher_report_compares_direct_prompts_stored_side_by_side(tmp_path: Pa
     missing = CliRunner().invoke(app, ["--config", str(config), "teacher-report", "--collection", spec,
                                        "--split", "test", "--depth", "3", "--prompt", "direct_quote"])
     assert missing.exit_code != 0 and "no direct rationales of prompt 'direct_quote'" in str(missing.exception)
+
+
+def test_compared_pairs_get_an_order_free_verdict_for_every_stored_comparison(
+    tmp_path: Path, tiny_collection, candidates
+) -> None:
+    """`--pairs compared`: pair-score asks exactly the pairs of the stored pairwise rationales, even when
+    today's candidates would pick other pairs, so every comparison asked earlier gets its P(A) verdict."""
+    from r2r_core.teacher.verdicts import resolve_pairs
+    from tests.test_teacher_backends import Scripted, completion
+
+    shown_first = completion('{"reasoning": "The first one.", "preferred": "A"}')  # position bias only
+    pair_scores: list[int] = []
+
+    def reply(n: int, body: dict) -> tuple[int, dict, dict]:
+        if body.get("response_format"):
+            return 200, {}, shown_first
+        pair_scores.append(n)  # the two orders of one item alternate: the first-asked order's A wins both
+        top = [("A", -0.1), ("B", -2.5)] if len(pair_scores) % 2 else [("B", -0.1), ("A", -2.5)]
+        return 200, {}, completion(top[0][0], top=top)
+
+    store = _store(tmp_path, tiny_collection)
+    first = TeachPlan(split="test", depth=3, modes=("pairwise",), pairs_per_query=1)
+    reversed_top = Run("other", {q: list(reversed(candidates.truncated(3)[q])) for q in candidates})
+    again = TeachPlan(split="test", depth=3, modes=("pair-score",), pairs_per_query=1, pair_strategy="compared")
+    with Scripted(reply) as server, OpenAIChatBackend(server.base_url, "scripted", max_retries=0) as backend:
+        TeachRunner(store, backend, tiny_collection, candidates, first, FAST).run(progress=False)
+        before = resolve_pairs(store.rationales(collection="tiny"))
+        TeachRunner(store, backend, tiny_collection, reversed_top, again, FAST).run(progress=False)
+        adjacent = TeachPlan(split="test", depth=3, modes=("pair-score",), pairs_per_query=1, job_name="adjacent")
+        TeachRunner(store, backend, tiny_collection, reversed_top, adjacent, FAST).run(progress=False)
+
+    rows = store.rationales(collection="tiny")
+    compared = {(r.query_id, frozenset((r.doc_id, r.doc_b))) for r in rows if r.kind == "pairwise"}
+    scored = [r for r in rows if r.kind == "pairwise_score"]
+    by_job = Counter(r.job_id for r in scored)
+    compared_job = next(j for j in by_job if by_job[j] == len(compared))
+    assert compared and {(r.query_id, frozenset((r.doc_id, r.doc_b))) for r in scored
+                         if r.job_id == compared_job} == compared
+    # the adjacent strategy over the reversed candidates picks other pairs: the store, not the run, decided
+    assert {(r.query_id, frozenset((r.doc_id, r.doc_b))) for r in scored if r.job_id != compared_job} != compared
+    assert (before.both_orders, before.before, before.after) == (len(compared), 0, 0)
+    after = resolve_pairs([r for r in rows if r.kind == "pairwise" or r.job_id == compared_job])
+    assert (after.after, after.sources()) == (len(compared), {"pair_score": len(compared)})
+    with pytest.raises(R2RError, match=r"unknown pair strategy .stored."):
+        TeachPlan(pair_strategy="stored")

@@ -19,6 +19,11 @@ Modes, in the order they run (later modes may use earlier ones, e.g. adjacent pa
     pairwise    comparative reasoning, optionally both orders     -> kind pairwise
     listwise    sliding-window permutation with reasons           -> kind listwise
     explain     ExaRanker-style: explain the KNOWN qrels label    -> kind label_conditioned
+
+Pairs come from the candidates (``aggregate.select_pairs`` over the teacher's own order: adjacent,
+top-vs-rest, random) or, with ``pair_strategy="compared"``, are the pairs this model already answered
+with ``pairwise`` rationales (wherever their candidates came from): how comparisons asked earlier get
+the order-free P(A) verdict that ``verdicts.resolve_pairs`` checks them against.
 """
 
 from __future__ import annotations
@@ -96,6 +101,8 @@ MODES: dict[str, Mode] = {
 # Known qrels grade -> the teacher's 0-3 scale, for label-conditioned explanations. Unjudged
 # candidates are explained as 0 ("not judged relevant"), the TREC convention.
 QRELS_GRADE_TO_LABEL = {0: 0, 1: 2, 2: 3, 3: 3}
+# The pair strategy that re-asks the pairs of the model's stored comparative rationales (module docstring).
+COMPARED = "compared"
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,9 @@ class TeachPlan:
     shard: Shard | None = None
 
     def __post_init__(self) -> None:
+        if self.pair_strategy not in (*aggregate.PAIR_STRATEGIES, COMPARED):
+            raise R2RError(f"unknown pair strategy {self.pair_strategy!r}; known: "
+                           f"{[*aggregate.PAIR_STRATEGIES, COMPARED]}")
         unknown = [m for m in self.modes if m not in MODES]
         if unknown:
             raise R2RError(f"unknown teacher mode(s) {unknown}; known: {list(MODES)}")
@@ -272,21 +282,39 @@ class TeachRunner:
         return [WorkItem(qid, (doc_id,)) for qid in self.query_ids for doc_id in self._top(qid)]
 
     def _pair_items(self, mode: Mode) -> list[WorkItem]:
-        scored = self.store.rationales(collection=self.collection.name, kind="pointwise_score", status="ok")
-        direct = self.store.rationales(collection=self.collection.name, kind="direct", status="ok")
-        rows = [r for r in (*scored, *direct) if r.model == self.provenance.get("model")]
+        pairs_of = self._compared_pairs() if self.plan.pair_strategy == COMPARED else self._selected_pairs()
         items = []
         for qid in self.query_ids:
-            order = aggregate.direct_order([r for r in rows if r.query_id == qid], self.candidates.truncated(
-                self.plan.depth), qid)
-            pairs = aggregate.select_pairs(order, self.plan.pair_strategy, self.plan.pairs_per_query,
-                                           seed=self.plan.pair_seed, query_id=qid)
-            for a, b in pairs:
+            for a, b in pairs_of.get(qid, []):
                 items.append(WorkItem(qid, (a, b)))
                 # pair-score averages both orders inside one item; comparative rationales ask twice.
                 if self.plan.both_orders and mode.kind == "pairwise":
                     items.append(WorkItem(qid, (b, a)))
         return items
+
+    def _compared_pairs(self) -> dict[str, list[tuple[str, str]]]:
+        """query_id -> the unordered pairs of this model's ok pairwise rows, each once, in the order of the
+        first row asking it (shown first, shown second), every pair of the query (pairs_per_query unused)."""
+        rows = self.store.rationales(collection=self.collection.name, kind="pairwise", status="ok")
+        pairs: dict[str, dict[frozenset[str], tuple[str, str]]] = {}
+        for row in rows:
+            if row.model == self.provenance.get("model"):
+                pairs.setdefault(row.query_id, {}).setdefault(frozenset((row.doc_id, row.doc_b)),
+                                                              (row.doc_id, row.doc_b))
+        return {qid: list(found.values()) for qid, found in pairs.items()}
+
+    def _selected_pairs(self) -> dict[str, list[tuple[str, str]]]:
+        """query_id -> pairs picked by the plan's strategy over the teacher's own order of the candidates."""
+        scored = self.store.rationales(collection=self.collection.name, kind="pointwise_score", status="ok")
+        direct = self.store.rationales(collection=self.collection.name, kind="direct", status="ok")
+        rows = [r for r in (*scored, *direct) if r.model == self.provenance.get("model")]
+        pairs = {}
+        for qid in self.query_ids:
+            order = aggregate.direct_order([r for r in rows if r.query_id == qid], self.candidates.truncated(
+                self.plan.depth), qid)
+            pairs[qid] = aggregate.select_pairs(order, self.plan.pair_strategy, self.plan.pairs_per_query,
+                                                seed=self.plan.pair_seed, query_id=qid)
+        return pairs
 
     # -- asking ---------------------------------------------------------------------------------
 
