@@ -334,15 +334,14 @@ def test_compared_pairs_get_an_order_free_verdict_for_every_stored_comparison(
     with Scripted(reply) as server, OpenAIChatBackend(server.base_url, "scripted", max_retries=0) as backend:
         TeachRunner(store, backend, tiny_collection, candidates, first, FAST).run(progress=False)
         before = resolve_pairs(store.rationales(collection="tiny"))
-        TeachRunner(store, backend, tiny_collection, reversed_top, again, FAST).run(progress=False)
+        [summary] = TeachRunner(store, backend, tiny_collection, reversed_top, again, FAST).run(progress=False)
         adjacent = TeachPlan(split="test", depth=3, modes=("pair-score",), pairs_per_query=1, job_name="adjacent")
         TeachRunner(store, backend, tiny_collection, reversed_top, adjacent, FAST).run(progress=False)
 
     rows = store.rationales(collection="tiny")
     compared = {(r.query_id, frozenset((r.doc_id, r.doc_b))) for r in rows if r.kind == "pairwise"}
     scored = [r for r in rows if r.kind == "pairwise_score"]
-    by_job = Counter(r.job_id for r in scored)
-    compared_job = next(j for j in by_job if by_job[j] == len(compared))
+    compared_job = summary.job_id
     assert compared and {(r.query_id, frozenset((r.doc_id, r.doc_b))) for r in scored
                          if r.job_id == compared_job} == compared
     # the adjacent strategy over the reversed candidates picks other pairs: the store, not the run, decided

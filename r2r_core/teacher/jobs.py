@@ -103,6 +103,7 @@ MODES: dict[str, Mode] = {
 QRELS_GRADE_TO_LABEL = {0: 0, 1: 2, 2: 3, 3: 3}
 # The pair strategy that re-asks the pairs of the model's stored comparative rationales (module docstring).
 COMPARED = "compared"
+TEACH_PAIR_STRATEGIES = (*aggregate.PAIR_STRATEGIES, COMPARED)
 
 
 @dataclass(frozen=True)
@@ -125,9 +126,8 @@ class TeachPlan:
     shard: Shard | None = None
 
     def __post_init__(self) -> None:
-        if self.pair_strategy not in (*aggregate.PAIR_STRATEGIES, COMPARED):
-            raise R2RError(f"unknown pair strategy {self.pair_strategy!r}; known: "
-                           f"{[*aggregate.PAIR_STRATEGIES, COMPARED]}")
+        if self.pair_strategy not in TEACH_PAIR_STRATEGIES:
+            raise R2RError(f"unknown pair strategy {self.pair_strategy!r}; known: {list(TEACH_PAIR_STRATEGIES)}")
         unknown = [m for m in self.modes if m not in MODES]
         if unknown:
             raise R2RError(f"unknown teacher mode(s) {unknown}; known: {list(MODES)}")
