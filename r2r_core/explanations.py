@@ -9,14 +9,18 @@ evidence is compared with the teacher's, sentence by sentence (``r2r_core.senten
 "evidence precision vs teacher" = of the sentences the student marked, the share the teacher also cited
 or quoted; "evidence recall vs teacher" = of the teacher's, the share the student marked; both pooled
 over the sampled pairs whose teacher direct rationale has evidence that is located in the document.
+
+Each metric comes with a 95% bootstrap percentile interval over the sampled pairs
+(``ExplanationQuality.intervals``): the pairs are resampled with replacement and the metric recomputed
+the same way (a share of quotes, a pooled sentence overlap, a mean), so a sample of 100 says how far the
+number can be trusted.
 """
 
 from __future__ import annotations
 
 import random
-import statistics
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
@@ -33,6 +37,7 @@ CONSISTENCY = "label-reason consistency"
 ROUGE = "ROUGE-L F vs teacher"
 EVIDENCE_PRECISION = "evidence precision vs teacher"
 EVIDENCE_RECALL = "evidence recall vs teacher"
+INTERVAL_RESAMPLES = 2000
 
 
 @dataclass(frozen=True)
@@ -123,35 +128,83 @@ def evidence_checks(explanation: Explanation, document: str) -> list[bool]:
             for start, end, text in explanation.evidence if str(text).strip()]
 
 
+@dataclass(frozen=True)
+class ExplanationQuality(Mapping[str, float | None]):
+    """The explanation metrics by name (read like a dict; None where one does not apply) and, for each
+    metric that has a value, its 95% bootstrap percentile interval over the sampled pairs."""
+
+    metrics: dict[str, float | None]
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    resamples: int = INTERVAL_RESAMPLES
+    seed: int = 0
+
+    def __getitem__(self, name: str) -> float | None:
+        return self.metrics[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.metrics)
+
+    def __len__(self) -> int:
+        return len(self.metrics)
+
+    def interval_note(self) -> str:
+        """The intervals as one readable note ("" when there are none)."""
+        if not self.intervals:
+            return ""
+        cells = ", ".join(f"{name} [{low:.2f}, {high:.2f}]" for name, (low, high) in self.intervals.items())
+        return (f"95% intervals over the sampled pairs (bootstrap, {self.resamples} resamples, seed {self.seed}): "
+                f"{cells}")
+
+
+def pooled_ratio_interval(numerators: Sequence[float], denominators: Sequence[float], *,
+                          resamples: int = INTERVAL_RESAMPLES, seed: int = 0) -> tuple[float, float] | None:
+    """95% bootstrap percentile interval of ``sum(numerators) / sum(denominators)``, one entry per sampled
+    pair, the pairs resampled with replacement (a mean is the case of all denominators 1); resamples whose
+    denominator is 0 are left out. None when there is nothing to divide by."""
+    import numpy as np
+
+    if len(numerators) != len(denominators):
+        raise R2RError(f"pooled_ratio_interval: {len(numerators)} numerators, {len(denominators)} denominators")
+    top, bottom = np.asarray(numerators, dtype=np.float64), np.asarray(denominators, dtype=np.float64)
+    if not bottom.sum():
+        return None
+    picks = np.random.default_rng(seed).integers(0, top.size, size=(resamples, top.size))
+    sums = bottom[picks].sum(axis=1)
+    ratios = top[picks].sum(axis=1)[sums > 0] / sums[sums > 0]
+    low, high = np.quantile(ratios, [0.025, 0.975])
+    return float(low), float(high)
+
+
 def explanation_quality(student, collection: Collection, sample: Sequence[SamplePair],
-                        *, progress: bool = True, name: str = "student") -> dict[str, float | None]:
-    """The explanation metrics of ``student.explain`` on ``sample`` (module docstring) by name; None where one
-    does not apply."""
-    quotes = found = generated = consistent = 0
-    shared = marked = cited = 0
-    rouge: list[float] = []
+                        *, progress: bool = True, name: str = "student", seed: int = 0) -> ExplanationQuality:
+    """The explanation metrics of ``student.explain`` on ``sample`` (module docstring), with their intervals."""
+    # per pair, (numerator, denominator) of each metric: pooled shares and means alike, for the bootstrap
+    parts: dict[str, list[tuple[float, float]]] = {metric: [] for metric in
+                                                    (EVIDENCE, EVIDENCE_PRECISION, EVIDENCE_RECALL, CONSISTENCY, ROUGE)}
     # A decoder that cites (chooses a document sentence) is extractive for evidence and generating for the rest
     extractive = getattr(student, "cites_evidence", False)
     for pair in tqdm(sample, desc=f"explain {name}", unit="pair", disable=not progress):
         document = collection.documents[pair.doc_id].contents
         explanation = student.explain(collection.queries[pair.query_id].text, document)
         if extractive or not explanation.generated:
-            overlap = evidence_overlap(explanation, pair.teacher_evidence, document)
-            if overlap[2]:  # the teacher has located evidence for this pair
-                shared, marked, cited = shared + overlap[0], marked + overlap[1], cited + overlap[2]
+            shared, marked, cited = evidence_overlap(explanation, pair.teacher_evidence, document)
+            if cited:  # the teacher has located evidence for this pair
+                parts[EVIDENCE_PRECISION].append((shared, marked))
+                parts[EVIDENCE_RECALL].append((shared, cited))
         if not explanation.generated:
             continue
         if not extractive:
             checks = evidence_checks(explanation, document)
-            quotes, found = quotes + len(checks), found + sum(checks)
-        generated += 1
-        consistent += explanation.generated_label == explanation.label
+            parts[EVIDENCE].append((sum(checks), len(checks)))
+        parts[CONSISTENCY].append((explanation.generated_label == explanation.label, 1))
         if pair.reference is not None:
-            rouge.append(rouge_l(explanation.reasoning or "", pair.reference).f)
-    return {
-        EVIDENCE: found / quotes if quotes else None,
-        EVIDENCE_PRECISION: shared / marked if marked else None,
-        EVIDENCE_RECALL: shared / cited if cited else None,
-        CONSISTENCY: consistent / generated if generated else None,
-        ROUGE: statistics.fmean(rouge) if rouge else None,
-    }
+            parts[ROUGE].append((rouge_l(explanation.reasoning or "", pair.reference).f, 1))
+    metrics: dict[str, float | None] = {}
+    intervals: dict[str, tuple[float, float]] = {}
+    for metric, values in parts.items():
+        total = sum(d for _, d in values)
+        metrics[metric] = sum(n for n, _ in values) / total if total else None
+        interval = pooled_ratio_interval([n for n, _ in values], [d for _, d in values], seed=seed)
+        if interval is not None:
+            intervals[metric] = interval
+    return ExplanationQuality(metrics, intervals, seed=seed)

@@ -65,7 +65,8 @@ Metrics (``EvaluationReport`` rows; None = does not apply):
   student's label (a generated text without a label counts as inconsistent).
   "ROUGE-L F vs teacher": mean ROUGE-L F1 of the generated reasoning against the teacher's direct
   rationale for the same pair. Consistency and ROUGE-L need generated text, so they are None for
-  students that do not generate (the fast scorer).
+  students that do not generate (the fast scorer). Each comes with a 95% bootstrap interval over the
+  sampled pairs, in the row's notes (``ExplanationQuality.interval_note``).
 * "median ms/query": the median wall time per query on this machine of ranking that query's
   candidates (BM25: one Lucene search of ``depth``; rerankers: scoring every candidate, including
   tokenising / embedding them); for the teacher, the median over judged queries of the generation
@@ -545,7 +546,7 @@ def _run_system(spec: SystemSpec, specs: Sequence[SystemSpec], collection: Colle
                 reference: TeacherReference | None, sample: Sequence[SamplePair], depth: int,
                 device: str | None, progress: bool, models: dict[tuple[str, Path | None], object],
                 score_caches: dict[tuple[str | int | Path | None, ...], ScoreCache],
-                ) -> tuple[Run, list[float], dict[str, float | None], list[str]]:
+                ) -> tuple[Run, list[float], Mapping[str, float | None], list[str]]:
     """(run, ms per query, explanation metrics, notes) of one system."""
     if spec.kind == "bm25":
         latencies = bm25_latencies(retriever, collection, candidates, depth, progress=progress)
@@ -583,8 +584,8 @@ def _run_system(spec: SystemSpec, specs: Sequence[SystemSpec], collection: Colle
     alone = any(o.path == spec.path and o.first_stage_weight is None and o.first is None for o in specs)
     if (spec.first_stage_weight is not None or spec.first is not None) and alone:
         return run, latencies, {}, [*notes, f"explanations: see the row of {spec.path.name} alone"]
-    extra = explanation_quality(student, collection, sample, progress=progress, name=spec.name)
-    return run, latencies, extra, [*notes, f"explained {len(sample)} pairs"]
+    quality = explanation_quality(student, collection, sample, progress=progress, name=spec.name)
+    return run, latencies, quality, [*notes, f"explained {len(sample)} pairs", *filter(None, [quality.interval_note()])]
 
 
 def _scorer(spec: SystemSpec, collection: Collection, candidates: Run, device: str | None,

@@ -264,6 +264,28 @@ def test_explanation_quality_arithmetic(tiny_collection: Collection) -> None:
     assert result[EVIDENCE_PRECISION] == pytest.approx(1 / 3) and result[EVIDENCE_RECALL] == pytest.approx(1 / 2)
     assert result[CONSISTENCY] == pytest.approx(1 / 3)  # of 3 generated, only the first wrote the label it has
     assert result[ROUGE] == pytest.approx(rouge_l("the script needs chmod", "chmod the script").f)
+    # every metric with a value has its bootstrap interval around it, and the note names each one
+    assert set(result.intervals) == {EVIDENCE, EVIDENCE_PRECISION, EVIDENCE_RECALL, CONSISTENCY, ROUGE}
+    for metric, (low, high) in result.intervals.items():
+        assert 0.0 <= low <= result[metric] <= high <= 1.0, metric
+        assert metric in result.interval_note()
+    assert result.intervals[CONSISTENCY] == (0.0, 1.0)  # 3 pairs, 1 consistent: resamples span all of it
+
+
+def test_pooled_ratio_interval_narrows_with_the_sample_and_says_when_it_cannot_exist() -> None:
+    from r2r_core.explanations import pooled_ratio_interval
+
+    assert pooled_ratio_interval([1, 1, 1], [1, 1, 1]) == (1.0, 1.0)
+    low, high = pooled_ratio_interval([1] * 50 + [0] * 50, [1] * 100)
+    assert 0.38 < low < 0.45 and 0.55 < high < 0.62  # binomial: 0.5 +- 1.96 * 0.05
+    small = pooled_ratio_interval([1] * 5 + [0] * 5, [1] * 10)
+    assert small[1] - small[0] > high - low
+    # a pooled share: 3 of 4 quotes in one pair, 0 of 1 in another; never outside [0, 1]
+    pooled = pooled_ratio_interval([3, 0], [4, 1])
+    assert pooled[0] == 0.0 and pooled[1] == 0.75
+    assert pooled_ratio_interval([0, 0], [0, 0]) is None and pooled_ratio_interval([], []) is None
+    with pytest.raises(R2RError, match="2 numerators, 1 denominators"):
+        pooled_ratio_interval([1, 0], [1])
 
 
 def test_a_decoder_that_cites_is_measured_against_the_teacher_not_for_presence(tiny_collection: Collection) -> None:
