@@ -106,7 +106,17 @@ def test_document_shows_rationale_verbatim_and_label_conditioned_apart(store: St
     start = text.index(REAL_QUOTE)
     student_spans = [(s, e) for s, e, _ in real_student.explain(pydocs.queries[QUERY].text, text).evidence]
     assert student_spans  # the untrained head still marks something: the test would otherwise prove little
-    expected = marked_html(text, {"teacher": [(start, start + len(REAL_QUOTE))], "student": student_spans})
+    # the demo's own rationale for this pair (the citing prompt's) marks the sentences it cited as well
+    demo_quotes = [quote for row in store.rationales("pydocs", query_id=QUERY, kind="direct", status="ok")
+                   if row.doc_id == DOC and row.job_id != direct.job_id for quote in row.evidence or []]
+    teacher: list[tuple[int, int]] = []
+    for begin, end in sorted({(start, start + len(REAL_QUOTE))} | {(text.index(q), text.index(q) + len(q))
+                                                                   for q in demo_quotes}):
+        if teacher and begin <= teacher[-1][1]:  # overlapping quotes are marked as one stretch
+            teacher[-1] = (teacher[-1][0], max(end, teacher[-1][1]))
+        else:
+            teacher.append((begin, end))
+    expected = marked_html(text, {"teacher": teacher, "student": student_spans})
     assert [h.proto.body for h in app.html] == [expected]
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Teacher P(Yes)"] == "0.875"
