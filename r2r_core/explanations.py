@@ -37,6 +37,7 @@ CONSISTENCY = "label-reason consistency"
 ROUGE = "ROUGE-L F vs teacher"
 EVIDENCE_PRECISION = "evidence precision vs teacher"
 EVIDENCE_RECALL = "evidence recall vs teacher"
+EXPLANATION_METRICS = (EVIDENCE, EVIDENCE_PRECISION, EVIDENCE_RECALL, CONSISTENCY, ROUGE)  # column order
 INTERVAL_RESAMPLES = 2000
 
 
@@ -179,8 +180,7 @@ def explanation_quality(student, collection: Collection, sample: Sequence[Sample
                         *, progress: bool = True, name: str = "student", seed: int = 0) -> ExplanationQuality:
     """The explanation metrics of ``student.explain`` on ``sample`` (module docstring), with their intervals."""
     # per pair, (numerator, denominator) of each metric: pooled shares and means alike, for the bootstrap
-    parts: dict[str, list[tuple[float, float]]] = {metric: [] for metric in
-                                                    (EVIDENCE, EVIDENCE_PRECISION, EVIDENCE_RECALL, CONSISTENCY, ROUGE)}
+    parts: dict[str, list[tuple[float, float]]] = {metric: [] for metric in EXPLANATION_METRICS}
     # A decoder that cites (chooses a document sentence) is extractive for evidence and generating for the rest
     extractive = getattr(student, "cites_evidence", False)
     for pair in tqdm(sample, desc=f"explain {name}", unit="pair", disable=not progress):

@@ -102,6 +102,7 @@ from r2r_core.explanations import (
     EVIDENCE,
     EVIDENCE_PRECISION,
     EVIDENCE_RECALL,
+    EXPLANATION_METRICS,
     ROUGE,
     SamplePair,
     evidence_checks,
@@ -146,7 +147,6 @@ __all__ = [
     "teacher_reference",
 ]
 
-EXPLANATION_METRICS = (EVIDENCE, EVIDENCE_PRECISION, EVIDENCE_RECALL, CONSISTENCY, ROUGE)  # column order
 SYSTEM_FORMS = ("bm25", "minilm-biencoder", "teacher[:RANK_BY]", "student:PATH[:LABEL]", "RERANKER+bm25=W",
                 "FIRST%K>>SECOND[+first=W]")
 FUSION_MARK = "+bm25="
