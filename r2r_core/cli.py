@@ -263,6 +263,10 @@ def evaluate_systems_cmd(
         Path | None, typer.Option(help="Query expansions of the split (`r2r expand`): every system, BM25 "
                                   "included, reads question + the teacher's passage (query2doc).")
     ] = None,
+    candidates: Annotated[
+        str | None, typer.Option(help="What the rerankers re-rank: bm25 | hybrid ([candidates] of the config; "
+                                 "default: its mode); the bm25 row and the paired tests stay on BM25's top --depth.")
+    ] = None,
 ) -> None:
     """Evaluate systems on one split over the same BM25 candidates: one table (with a paired test of every
     system against BM25 on nDCG@10), runs, report and plot."""
@@ -271,7 +275,7 @@ def evaluate_systems_cmd(
     from r2r_core.retrieval import BM25Retriever
     from r2r_core.systems import check_systems, evaluate_systems, parse_system, table_markdown
 
-    config = _config(ctx).with_overrides(bm25__depth=depth)
+    config = _config(ctx).with_overrides(bm25__depth=depth, candidates__mode=candidates)
     specs = [parse_system(s) for s in (system or ["bm25"])]
     check_systems(specs)  # before loading, indexing or running anything
     loaded = _load(collection)
@@ -287,17 +291,24 @@ def evaluate_systems_cmd(
         command += ["--system", spec]
     command += ["--teacher-model", model, *(["--teacher-rank-by", teacher_rank_by] if teacher_rank_by else []),
                 "--explain-sample", str(explain_sample), "--seed", str(seed), "--output", str(out),
-                *(["--expansions", str(expansions)] if expansions is not None else [])]
+                *(["--expansions", str(expansions)] if expansions is not None else []),
+                "--candidates", config.candidates.mode]
     rows = []
     if config.paths.store_path.exists():
         from r2r_core.store import Store
 
         rows = [r for r in Store.open(config).rationales(collection=loaded.name) if r.model == model]
     retriever = BM25Retriever.for_collection(loaded, config.paths.index_dir, config.bm25)
+    if config.candidates.mode != "bm25":
+        from r2r_core.candidates import first_stage
+
+        first = first_stage(loaded, config, device=device)
+    else:
+        first = None
     report = evaluate_systems(
         loaded, split, specs, retriever=retriever, depth=depth, out_dir=out, command=shlex.join(command),
         teacher_rows=rows, teacher_model=model, teacher_rank_by=teacher_rank_by, explain_sample=explain_sample,
-        seed=seed, device=device,
+        seed=seed, device=device, first_stage=first,
     )
     typer.echo(table_markdown(report))
     typer.echo(f"\nwrote {out}: " + ", ".join(report.files.values()) + ", runs/")

