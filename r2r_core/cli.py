@@ -272,7 +272,7 @@ def evaluate_systems_cmd(
     system against BM25 on nDCG@10), runs, report and plot."""
     import shlex
 
-    from r2r_core.retrieval import BM25Retriever
+    from r2r_core.candidates import HybridRetriever, first_stage
     from r2r_core.systems import check_systems, evaluate_systems, parse_system, table_markdown
 
     config = _config(ctx).with_overrides(bm25__depth=depth, candidates__mode=candidates)
@@ -298,13 +298,9 @@ def evaluate_systems_cmd(
         from r2r_core.store import Store
 
         rows = [r for r in Store.open(config).rationales(collection=loaded.name) if r.model == model]
-    retriever = BM25Retriever.for_collection(loaded, config.paths.index_dir, config.bm25)
-    if config.candidates.mode != "bm25":
-        from r2r_core.candidates import first_stage
-
-        first = first_stage(loaded, config, device=device)
-    else:
-        first = None
+    generator = first_stage(loaded, config, device=device)  # a hybrid one holds the BM25 retriever: one index open
+    retriever = generator.bm25 if isinstance(generator, HybridRetriever) else generator
+    first = None if generator is retriever else generator
     report = evaluate_systems(
         loaded, split, specs, retriever=retriever, depth=depth, out_dir=out, command=shlex.join(command),
         teacher_rows=rows, teacher_model=model, teacher_rank_by=teacher_rank_by, explain_sample=explain_sample,
