@@ -12,10 +12,10 @@ from r2r_core.config import parse_overrides
 from r2r_core.errors import R2RError
 
 
-def _train_dual(config, loaded, out: Path, synthetic: list[Path], overrides: dict[str, object], resume: bool,
-                dev_split: str, base_model: str | None) -> None:
-    """`r2r train --student dual`: synthetic questions (+ the store's train P(Yes)), best dev nDCG@10 kept,
-    then P(relevant) calibrated on the same dev candidates."""
+def _train_dual(config, loaded, out: Path, synthetic: list[Path], expansions: list[Path],
+                overrides: dict[str, object], resume: bool, dev_split: str, base_model: str | None) -> None:
+    """`r2r train --student dual`: synthetic questions (+ the store's train P(Yes), + query expansions to
+    distil), best dev nDCG@10 kept, then P(relevant) calibrated on the same dev candidates."""
     from r2r_core.candidates import first_stage
     from r2r_core.store import Store
     from r2r_core.student.data import load_training_data
@@ -23,11 +23,13 @@ def _train_dual(config, loaded, out: Path, synthetic: list[Path], overrides: dic
     from r2r_core.student.train_dual import (
         DualTrainConfig,
         calibrate_on,
+        expansion_examples,
         rerank_metric,
         synthetic_examples,
         teacher_examples,
         train_dual_encoder,
     )
+    from r2r_core.teacher.expansion import read_expansions
     from r2r_core.teacher.synthesize import read_synthetic
 
     examples = [e for path in synthetic for e in synthetic_examples(read_synthetic(path), loaded)]
@@ -37,12 +39,16 @@ def _train_dual(config, loaded, out: Path, synthetic: list[Path], overrides: dic
         examples += teacher_examples(data.train)
     except R2RError as error:  # no teacher rows: synthetic questions alone
         typer.echo(f"no teacher P(Yes) for {loaded.name} train: {error}", err=True)
+    if expansions:
+        examples = expansion_examples(examples, {q: r for path in expansions for q, r in read_expansions(path).items()},
+                                      loaded)
     judged = {q: loaded.queries[q].text for q in loaded.split_queries(dev_split) if loaded.qrels.get(q)}
     dev_run = first_stage(loaded, config).batch_search(judged, 100, progress=False)
     model = DualEncoderConfig(base_model=base_model) if base_model else DualEncoderConfig()
     train_config = DualTrainConfig.from_dict({"model": model, **overrides})
     typer.echo(f"training a dual-encoder student on {len(examples)} queries "
-               f"({sum(bool(e.positives) for e in examples)} with a positive); dev: {len(judged)} {dev_split} "
+               f"({sum(bool(e.positives) for e in examples)} with a positive, "
+               f"{sum(bool(e.expansion) for e in examples)} with an expansion); dev: {len(judged)} {dev_split} "
                "queries, first-stage top 100")
     report = train_dual_encoder(examples, loaded, train_config, out, dev=rerank_metric(loaded, dev_run),
                                 resume=resume)
@@ -179,6 +185,11 @@ def train(
         list[Path] | None, typer.Option("--synthetic", help="Synthetic query set(s) from `r2r synthesize` (every "
                                                              "student: the source passage vs its hard negatives).")
     ] = None,
+    expansions: Annotated[
+        list[Path] | None, typer.Option("--expansions", help="Query expansions of training queries (`r2r expand "
+                                        "--split train`; dual only): the question's embedding learns the expanded "
+                                        "question's (query2doc distillation).")
+    ] = None,
 ) -> None:
     """Distil the teacher's rankings (and, for r2r, its rationales) into a student; runs under torchrun too."""
     from r2r_core.store import Store
@@ -191,9 +202,11 @@ def train(
     overrides.update(parse_overrides(set_ or []))
     loaded = _load(collection)
     if student == "dual":
-        _train_dual(config, loaded, out, synthetic or [], overrides, resume, dev_split or "dev",
+        _train_dual(config, loaded, out, synthetic or [], expansions or [], overrides, resume, dev_split or "dev",
                     base_model)
         return
+    if expansions:
+        raise R2RError("--expansions trains the dual student only (--student dual)")
     db = Store.open(config)
     data = load_training_data(db, loaded.name, train_split=None if train_split == "all" else train_split,
                               dev_split=dev_split or None,

@@ -17,10 +17,13 @@ from r2r_core.student.train_dual import (
     DualTrainConfig,
     calibrate_on,
     contrastive_loss,
+    expansion_examples,
+    expansion_loss,
     rerank_metric,
     synthetic_examples,
     train_dual_encoder,
 )
+from r2r_core.teacher.expansion import QueryExpansion
 from r2r_core.teacher.synthesize import ScoredNegative, SyntheticQuery
 
 SORT_DOC = ("The gc module exposes the garbage collector. Use sorted() to get a new sorted list from any "
@@ -176,6 +179,62 @@ def test_training_saves_best_dev_resumes_and_refuses_held_out(tmp_path) -> None:
         rerank_metric(collection, test_run)
     calibrate_on(saved, collection, candidates, "dev")
     assert saved.config.calibrated_on == "dualtiny/dev"
+
+
+def test_expansion_loss_contract() -> None:
+    q = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
+    assert float(expansion_loss(q, q)) == pytest.approx(0.0, abs=1e-6)
+    assert float(expansion_loss(q, q.flip(1))) == pytest.approx(1.0)  # orthogonal targets
+    assert float(expansion_loss(q, -q)) == pytest.approx(2.0)
+    with pytest.raises(R2RError, match=r"\(B, H\)"):
+        expansion_loss(q, q[:1])
+
+
+def _expansion(query_id: str, question: str, passage: str | None) -> QueryExpansion:
+    return QueryExpansion(query_id, question, "ok" if passage else "failed", passage, passage or "not parsable")
+
+
+def test_expansion_examples_attach_add_skip_failed_and_refuse_mismatches(tmp_path) -> None:
+    collection = _corpus()
+    examples = synthetic_examples(_synthetic(collection), collection)
+    expansions = {"syn-sort": _expansion("syn-sort", "how to order items of a list", "Use sorted() or list.sort()."),
+                  "syn-gc": _expansion("syn-gc", "collect garbage", None)}
+    attached = expansion_examples(examples, expansions, collection)
+    assert [e.query_id for e in attached] == [e.query_id for e in examples]
+    assert {e.query_id: e.expansion for e in attached if e.expansion} == {"syn-sort": "Use sorted() or list.sort()."}
+    # an expanded collection query that is no example yet becomes one, with its split: a dev one is refused
+    added = expansion_examples(examples, {"d1": _expansion("d1", "how do I sort a list", "sorted()")}, collection)
+    assert added[-1] == DualExample("d1", "how do I sort a list", "dev", expansion="sorted()")
+    config = DualTrainConfig(steps=1, progress=False, warmup_steps=1)
+    with pytest.raises(R2RError, match="never be training examples"):
+        train_dual_encoder(added, collection, config, tmp_path / "leak")
+    with pytest.raises(R2RError, match="was written for"):
+        expansion_examples(examples, {"syn-sort": _expansion("syn-sort", "another question", "x")}, collection)
+    with pytest.raises(R2RError, match="no such query"):
+        expansion_examples(examples, {"nope": _expansion("nope", "q", "x")}, collection)
+
+
+def test_expansion_objective_pulls_questions_onto_their_expanded_embedding(tmp_path) -> None:
+    collection = _corpus()
+    passages = {"syn-exec": "Put #! /usr/bin/env python3 first and chmod +x the file; then run ./script.py.",
+                "syn-json": "json.dumps(obj) returns the JSON string; json.dump writes it to a file."}
+    examples = [e for e in synthetic_examples(_synthetic(collection), collection) if e.query_id in passages]
+    examples = expansion_examples(examples, {q: _expansion(q, e.query, passages[q])
+                                             for q, e in zip(passages, examples, strict=True)}, collection)
+
+    def closeness(student: DualEncoderStudent) -> float:
+        with torch.no_grad():
+            q = student.embed([e.query for e in examples], student.config.max_query_tokens)
+            t = student.embed([f"{e.query} {e.expansion}" for e in examples], student.config.max_query_tokens)
+        return float((q * t).sum(-1).mean())
+
+    config = DualTrainConfig(steps=8, batch_queries=2, expansion_queries=2, contrastive_weight=0.0,
+                             learning_rate=1e-3, warmup_steps=1, progress=False)
+    report = train_dual_encoder(examples, collection, config, tmp_path / "q2d")
+    assert report.num_expansion == 2
+    losses = [h["expansion"] for h in report.history]
+    assert len(losses) == 8 and losses[-1] < losses[0]
+    assert closeness(DualEncoderStudent.from_pretrained(tmp_path / "q2d")) > closeness(DualEncoderStudent()) + 0.05
 
 
 def test_merged_adapter_scores_the_same_and_refuses_to_save(tmp_path) -> None:

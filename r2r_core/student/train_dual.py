@@ -9,9 +9,13 @@ Each step takes
   was written for), embeds each query, its positive and ``hard_negatives`` of its BM25 hard negatives, and
   minimises ``contrastive_loss`` over all documents of the batch (in-batch negatives); and
 * ``distill_queries`` examples with teacher P(Yes) on several candidates, and minimises ``listnet_loss``
-  between the student's cosine scores (times ``scale``) and the teacher's logit(P(Yes)).
+  between the student's cosine scores (times ``scale``) and the teacher's logit(P(Yes)); and
+* ``expansion_queries`` examples with a teacher query expansion (``r2r expand``: the passage the teacher
+  expects to answer the question, query2doc), and minimises ``expansion_loss``: the question's embedding
+  is pulled onto the embedding of question + passage, so that the student reads a question the way it
+  reads the expanded one, without the teacher at query time.
 
-    loss = w_contrastive * contrastive + w_distill * distill
+    loss = w_contrastive * contrastive + w_distill * distill + w_expansion * expansion
 
 AdamW over the LoRA matrices, linear warm-up then cosine decay (``training.lr_factor``), gradient
 clipping. Every ``eval_every`` steps ``dev`` (a function of the student, e.g. nDCG@10 of re-ranking the
@@ -28,8 +32,8 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +60,11 @@ from r2r_core.student.training import (
     torch_threads,
     write_report,
 )
+from r2r_core.teacher.expansion import QueryExpansion
 from r2r_core.teacher.synthesize import SyntheticQuery
 
-__all__ = ["DualExample", "DualTrainConfig", "contrastive_loss", "synthetic_examples", "teacher_examples",
-           "train_dual_encoder"]
+__all__ = ["DualExample", "DualTrainConfig", "contrastive_loss", "expansion_examples", "expansion_loss",
+           "synthetic_examples", "teacher_examples", "train_dual_encoder"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +76,8 @@ class DualExample:
     """One training query for the dual encoder.
 
     positives: documents known to answer it; negatives: hard negatives (ranked high by the first stage,
-    not judged to answer); scored: (document, teacher P(Yes)) for listwise distillation.
+    not judged to answer); scored: (document, teacher P(Yes)) for listwise distillation; expansion: the
+    teacher's query2doc passage for the question (the target of ``expansion_loss``).
     """
 
     query_id: str
@@ -80,6 +86,7 @@ class DualExample:
     positives: tuple[str, ...] = ()
     negatives: tuple[str, ...] = ()
     scored: tuple[tuple[str, float], ...] = ()
+    expansion: str | None = None
 
 
 def synthetic_examples(records: Sequence[SyntheticQuery], collection: Collection, *,
@@ -110,6 +117,34 @@ def teacher_examples(examples: Sequence[QueryExample]) -> list[DualExample]:
     return out
 
 
+def expansion_examples(examples: Sequence[DualExample], expansions: Mapping[str, QueryExpansion],
+                       collection: Collection) -> list[DualExample]:
+    """``examples`` with each query's expansion attached, plus one expansion-only example for every expanded
+    query of ``collection`` that is not among them (e.g. the train questions of ``r2r expand --split train``).
+    Failed expansions are skipped; an expansion written for another wording of the question is refused."""
+    usable = {q: r for q, r in expansions.items() if r.status == "ok" and r.expansion}
+    out = []
+    for example in examples:
+        record = usable.pop(example.query_id, None)
+        if record is not None:
+            _check_same_question(record, example.query)
+            example = replace(example, expansion=record.expansion)
+        out.append(example)
+    for query_id, record in usable.items():
+        query = collection.queries.get(query_id)
+        if query is None:
+            raise R2RError(f"expansion of {query_id!r}: no such query in {collection.name} nor among the training "
+                           "examples")
+        _check_same_question(record, query.text)
+        out.append(DualExample(query_id, query.text, query.split, expansion=record.expansion))
+    return out
+
+
+def _check_same_question(record: QueryExpansion, question: str) -> None:
+    if record.query.strip() != question.strip():
+        raise R2RError(f"expansion of {record.query_id!r} was written for {record.query!r}, not {question!r}")
+
+
 def check_not_held_out(examples: Sequence[DualExample]) -> None:
     leaked = sorted(e.query_id for e in examples if (e.split or "").strip().lower() in HELD_OUT)
     if leaked:
@@ -129,6 +164,8 @@ class DualTrainConfig:
     scale: float = 20.0  # cosine -> logit inside both losses (sentence-transformers' MNRL default)
     contrastive_weight: float = 1.0
     distill_weight: float = 0.5
+    expansion_queries: int = 16
+    expansion_weight: float = 1.0  # acts only on examples with an expansion
     doc_max_length: int = 192
     learning_rate: float = 1e-4
     head_learning_rate: float = 1e-4  # build_optimizer's second group; the dual encoder has no heads
@@ -182,6 +219,22 @@ def contrastive_loss(query_vectors: Tensor, doc_vectors: Tensor, positive: Tenso
     return F.cross_entropy(logits, positive)
 
 
+def expansion_loss(query_vectors: Tensor, target_vectors: Tensor) -> Tensor:
+    """Query2doc distillation: each question's embedding pulled onto its expanded question's.
+
+    Consumes:
+      query_vectors:  float (B, H), L2-normalised embeddings of the questions (with gradients).
+      target_vectors: float (B, H), L2-normalised embeddings of question i + the teacher's passage for it, row
+                      for row (computed without gradients: a fixed target for the step).
+    Loss: mean over questions of 1 - cosine(question_i, target_i), in [0, 2]; 0 when every question already
+    embeds like its expansion.
+    """
+    if query_vectors.dim() != 2 or query_vectors.shape != target_vectors.shape:
+        raise R2RError(f"expansion_loss: need two (B, H) matrices of one shape, got {tuple(query_vectors.shape)} and "
+                       f"{tuple(target_vectors.shape)}")
+    return (1.0 - (query_vectors * target_vectors).sum(-1)).mean()
+
+
 # ---------------------------------------------------------------------------------------- batches
 
 
@@ -230,6 +283,7 @@ class DualTrainReport:
     best_dev: float | None
     base_dev: float | None
     history: list[dict[str, float]] = field(default_factory=list)
+    num_expansion: int = 0
 
 
 def _fingerprint(examples: Sequence[DualExample]) -> str:
@@ -237,6 +291,16 @@ def _fingerprint(examples: Sequence[DualExample]) -> str:
     for e in examples:
         digest.update(json.dumps(asdict(e), sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+def _expansion_targets(student: DualEncoderStudent, picked: Sequence[DualExample]) -> Tensor:
+    """The current student's embeddings of question + expansion, cut as a query is at search time (what the
+    expanded student reads), without dropout or gradients."""
+    student.encoder.eval()
+    with torch.no_grad():
+        targets = student.embed([f"{e.query} {e.expansion}" for e in picked], student.config.max_query_tokens)
+    student.encoder.train()
+    return targets
 
 
 def train_dual_encoder(examples: Sequence[DualExample], collection: Collection, config: DualTrainConfig,
@@ -252,8 +316,10 @@ def _train(examples: list[DualExample], collection: Collection, config: DualTrai
     check_not_held_out(examples)
     contrastive = [e for e in examples if e.positives]
     distill = [e for e in examples if len(e.scored) >= 2]
-    if not contrastive and not distill:
-        raise R2RError("no training examples: need synthetic questions with positives or teacher-scored queries")
+    expanded = [e for e in examples if e.expansion]
+    if not contrastive and not distill and not expanded:
+        raise R2RError("no training examples: need synthetic questions with positives, teacher-scored queries or "
+                       "query expansions")
     missing = sorted({d for e in examples for d in (*e.positives, *e.negatives, *(s for s, _ in e.scored))}
                      - set(collection.documents))
     if missing:
@@ -265,6 +331,7 @@ def _train(examples: list[DualExample], collection: Collection, config: DualTrai
     optimizer = build_optimizer(student.encoder, config, ("__no_heads__",), student.device)
     contrastive_sampler = QuerySampler(max(1, len(contrastive)), config.seed)
     distill_sampler = QuerySampler(max(1, len(distill)), config.seed + 1)
+    expansion_sampler = QuerySampler(max(1, len(expanded)), config.seed + 2)
     rng = random.Random(config.seed)
     history: list[dict[str, float]] = []
     start, best_step, best_dev, base_dev = 0, 0, None, None
@@ -291,7 +358,8 @@ def _train(examples: list[DualExample], collection: Collection, config: DualTrai
     def checkpoint(step: int) -> None:
         save_checkpoint(ckpt_path, {
             "step": step, "model": adapter_state(student.encoder, config.model.adapter),
-            "optimizer": optimizer.state_dict(), "samplers": [contrastive_sampler.state(), distill_sampler.state()],
+            "optimizer": optimizer.state_dict(), "samplers": [contrastive_sampler.state(), distill_sampler.state(),
+                         expansion_sampler.state()],
             "rng": rng_states(student.device), "py_rng": rng.getstate(), "history": history,
             "best": [best_step, best_dev, base_dev], "fingerprint": fingerprint,
             "model_config": asdict(config.model),
@@ -305,6 +373,7 @@ def _train(examples: list[DualExample], collection: Collection, config: DualTrai
         optimizer.load_state_dict(state["optimizer"])
         contrastive_sampler.load(state["samplers"][0])
         distill_sampler.load(state["samplers"][1])
+        expansion_sampler.load(state["samplers"][2])
         set_rng_states(state["rng"], student.device)
         rng.setstate(state["py_rng"])
         history, start = list(state["history"]), int(state["step"])
@@ -337,8 +406,13 @@ def _train(examples: list[DualExample], collection: Collection, config: DualTrai
             cosine = (q.unsqueeze(1) * d[slots.clamp(min=0)]).sum(-1)
             parts["distill"] = listnet_loss(config.scale * cosine, probability_to_logit(targets).to(q.device),
                                             mask.to(q.device))
+        if expanded and config.expansion_weight > 0:
+            picked = [expanded[i] for i in expansion_sampler.next(config.expansion_queries)]
+            q = student.embed([e.query for e in picked], config.model.max_query_tokens)
+            parts["expansion"] = expansion_loss(q, _expansion_targets(student, picked))
         loss = (config.contrastive_weight * parts.get("contrastive", torch.zeros(()))
-                + config.distill_weight * parts.get("distill", torch.zeros(())))
+                + config.distill_weight * parts.get("distill", torch.zeros(()))
+                + config.expansion_weight * parts.get("expansion", torch.zeros(())))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.encoder.parameters(), config.grad_clip)
@@ -346,7 +420,8 @@ def _train(examples: list[DualExample], collection: Collection, config: DualTrai
         record = {"step": step + 1, "lr": config.learning_rate * factor, "loss": float(loss.detach()),
                   **{k: float(v.detach()) for k, v in parts.items()}}
         history.append(record)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k in ("loss", "contrastive", "distill")})
+        bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k in ("loss", "contrastive", "distill",
+                                                                                       "expansion")})
         if config.eval_every and (step + 1) % config.eval_every == 0:
             evaluate(step + 1)
         if (step + 1) % config.checkpoint_every == 0:
@@ -360,7 +435,7 @@ def _train(examples: list[DualExample], collection: Collection, config: DualTrai
     checkpoint(max(start, config.steps))
     ran = max(0, config.steps - start)
     report = DualTrainReport(str(out), max(start, config.steps), seconds, seconds / ran if ran else 0.0,
-                             len(contrastive), len(distill), best_step, best_dev, base_dev, history)
+                             len(contrastive), len(distill), best_step, best_dev, base_dev, history, len(expanded))
     write_report(out, {"config": asdict(config), "report": asdict(report)})
     return report
 
