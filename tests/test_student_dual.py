@@ -212,6 +212,12 @@ def test_expansion_examples_attach_add_skip_failed_and_refuse_mismatches(tmp_pat
         expansion_examples(examples, {"syn-sort": _expansion("syn-sort", "another question", "x")}, collection)
     with pytest.raises(R2RError, match="no such query"):
         expansion_examples(examples, {"nope": _expansion("nope", "q", "x")}, collection)
+    # synthetic sets give one passage's questions one id: the expansion goes to the question it was written for
+    second = DualExample("syn-sort", "put a list in order", "synthetic", ("sort",))
+    shared = expansion_examples([*examples, second], {"syn-sort": _expansion("syn-sort", "put a list in order", "x")},
+                                collection)
+    assert [(e.query, e.expansion) for e in shared if e.query_id == "syn-sort"] == [
+        ("how to order items of a list", None), ("put a list in order", "x")]
 
 
 def test_expansion_objective_pulls_questions_onto_their_expanded_embedding(tmp_path) -> None:

@@ -60,7 +60,7 @@ from r2r_core.student.training import (
     torch_threads,
     write_report,
 )
-from r2r_core.teacher.expansion import QueryExpansion
+from r2r_core.teacher.expansion import QueryExpansion, expanded_text
 from r2r_core.teacher.synthesize import SyntheticQuery
 
 __all__ = ["DualExample", "DualTrainConfig", "contrastive_loss", "expansion_examples", "expansion_loss",
@@ -121,28 +121,30 @@ def expansion_examples(examples: Sequence[DualExample], expansions: Mapping[str,
                        collection: Collection) -> list[DualExample]:
     """``examples`` with each query's expansion attached, plus one expansion-only example for every expanded
     query of ``collection`` that is not among them (e.g. the train questions of ``r2r expand --split train``).
-    Failed expansions are skipped; an expansion written for another wording of the question is refused."""
+    An expansion goes to every example with its query id and its question (synthetic sets give a passage's
+    questions one id). Failed expansions are skipped; one written for no example's or query's wording, or for
+    an unknown query, is refused."""
     usable = {q: r for q, r in expansions.items() if r.status == "ok" and r.expansion}
-    out = []
+    out, used = [], set()
     for example in examples:
-        record = usable.pop(example.query_id, None)
-        if record is not None:
-            _check_same_question(record, example.query)
+        record = usable.get(example.query_id)
+        if record is not None and record.query.strip() == example.query.strip():
             example = replace(example, expansion=record.expansion)
+            used.add(example.query_id)
         out.append(example)
+    example_ids = {e.query_id for e in examples}
     for query_id, record in usable.items():
+        if query_id in used:
+            continue
         query = collection.queries.get(query_id)
+        if query_id in example_ids or (query is not None and query.text.strip() != record.query.strip()):
+            raise R2RError(f"expansion of {query_id!r} was written for {record.query!r}, which no training "
+                           "example or query of that id asks")
         if query is None:
             raise R2RError(f"expansion of {query_id!r}: no such query in {collection.name} nor among the training "
                            "examples")
-        _check_same_question(record, query.text)
         out.append(DualExample(query_id, query.text, query.split, expansion=record.expansion))
     return out
-
-
-def _check_same_question(record: QueryExpansion, question: str) -> None:
-    if record.query.strip() != question.strip():
-        raise R2RError(f"expansion of {record.query_id!r} was written for {record.query!r}, not {question!r}")
 
 
 def check_not_held_out(examples: Sequence[DualExample]) -> None:
@@ -298,7 +300,8 @@ def _expansion_targets(student: DualEncoderStudent, picked: Sequence[DualExample
     expanded student reads), without dropout or gradients."""
     student.encoder.eval()
     with torch.no_grad():
-        targets = student.embed([f"{e.query} {e.expansion}" for e in picked], student.config.max_query_tokens)
+        targets = student.embed([expanded_text(e.query, e.expansion) for e in picked],
+                                student.config.max_query_tokens)
     student.encoder.train()
     return targets
 

@@ -49,6 +49,11 @@ DEFAULT_MAX_TOKENS = 110
 Status = Literal["ok", "failed"]
 
 
+def expanded_text(question: str, passage: str) -> str:
+    """What every expanded system reads: the question, then the passage written for it."""
+    return f"{question} {passage}"
+
+
 @dataclass(frozen=True)
 class QueryExpansion:
     """One stored line: a question and the passage the teacher wrote for it (None when it failed)."""
@@ -66,7 +71,7 @@ class QueryExpansion:
     def expanded_query(self) -> str:
         if self.expansion is None:
             raise R2RError(f"query {self.query_id!r} has no expansion (status {self.status})")
-        return f"{self.query} {self.expansion}"
+        return expanded_text(self.query, self.expansion)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
