@@ -40,7 +40,7 @@ def _train_dual(config, loaded, out: Path, synthetic: list[Path], expansions: li
     except R2RError as error:  # no teacher rows: synthetic questions alone
         typer.echo(f"no teacher P(Yes) for {loaded.name} train: {error}", err=True)
     if expansions:
-        examples = expansion_examples(examples, {q: r for path in expansions for q, r in read_expansions(path).items()},
+        examples = expansion_examples(examples, [r for path in expansions for r in read_expansions(path).values()],
                                       loaded)
     judged = {q: loaded.queries[q].text for q in loaded.split_queries(dev_split) if loaded.qrels.get(q)}
     dev_run = first_stage(loaded, config).batch_search(judged, 100, progress=False)
@@ -116,8 +116,11 @@ def synthesize(
 def expand(
     ctx: typer.Context,
     collection: CollectionOpt = "pydocs",
-    split: Annotated[list[str] | None, typer.Option(help="Split(s) whose queries are expanded (default: dev, test).")]
-    = None,
+    split: Annotated[list[str] | None, typer.Option(help="Split(s) whose queries are expanded (default: dev, test; "
+                                                        "none with --synthetic).")] = None,
+    synthetic: Annotated[list[Path] | None, typer.Option("--synthetic", help="Also expand the kept questions of these "
+                                                         "synthetic sets (`r2r synthesize`), one file each, for "
+                                                         "`r2r train --expansions`.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Longest expansion, in tokens.")] = 110,
     export: Annotated[Path | None, typer.Option(help="Also write each split's file into this folder as "
                                                      "<collection>-<split>.jsonl.gz (for assets/).")] = None,
@@ -130,13 +133,20 @@ def expand(
     """Query expansion (query2doc): the teacher writes the passage it expects to answer each query;
     `r2r evaluate-systems --expansions` then searches and re-ranks with question + passage. Resumable."""
     from r2r_core.teacher.backends import create_backend
-    from r2r_core.teacher.expansion import expand_queries, expansion_path, export_expansions, exported_name
+    from r2r_core.teacher.expansion import (
+        expand_queries,
+        expansion_path,
+        export_expansions,
+        exported_name,
+        synthetic_questions,
+    )
 
     config = _config(ctx).with_overrides(teacher__backend=backend, teacher__model=model, teacher__base_url=base_url,
                                          teacher__n_threads=threads)
     loaded = _load(collection)
-    splits = split or ["dev", "test"]
+    splits = split or ([] if synthetic else ["dev", "test"])
     queries = {s: {q: query.text for q, query in loaded.split_queries(s).items()} for s in splits}
+    queries.update(synthetic_questions(path) for path in synthetic or [])
     with create_backend(config.teacher, config.paths.models_dir) as chat:
         for name, texts in queries.items():
             summary = expand_queries(chat, texts, expansion_path(config.paths.home, loaded.name, name),

@@ -150,3 +150,42 @@ def test_search_has_the_local_teacher_expand_a_typed_question(
     assert passage.strip()
     assert list(app.dataframe[0].value["document"]) == [h.doc_id for h in pydocs_bm25.search(f"{question} {passage}",
                                                                                              20)]
+
+
+
+def test_expand_synthetic_writes_each_sets_kept_questions_to_its_own_file(tmp_path: Path) -> None:
+    """`r2r expand --synthetic`: the kept questions of each set (never the rejected ones, never dev/test unless
+    asked) go to the teacher, each set into its own file: two sets asking about one passage share its query id.
+    The teacher here is a real HTTP client against a port where nothing listens, so every line is a recorded
+    failure carrying the question it was asked for."""
+    from typer.testing import CliRunner
+
+    from r2r_core.cli import app
+    from r2r_core.teacher.synthesize import SyntheticQuery
+
+    def write_set(name: str, kept_question: str) -> Path:
+        path = tmp_path / f"{name}.jsonl"
+        records = [SyntheticQuery("syn-sort", "library/stdtypes#list.sort", "kept", kept_question, kept_question),
+                   SyntheticQuery("syn-gc", "library/gc", "teacher_rejected", "collect garbage", "collect garbage")]
+        path.write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")
+        return path
+
+    home = tmp_path / "home"
+    config = tmp_path / "r2r.toml"
+    config.write_text(f'[paths]\nhome = "{home}"\n[teacher]\nbackend = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n'
+                      'model = "some-model"\ntimeout_s = 2\nmax_retries = 0\n', encoding="utf-8")
+    questions = {"set-v1": "how do I sort a list", "set-v2": "which method puts a list in order"}
+    sets = [write_set(name, question) for name, question in questions.items()]
+    result = CliRunner().invoke(app, ["--config", str(config), "expand", "--collection", "pydocs", "--synthetic",
+                                      str(sets[0]), "--synthetic", str(sets[1]), "--export", str(tmp_path / "assets")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (home / "expansions" / "pydocs").iterdir()) == [
+        "synthetic-set-v1.jsonl", "synthetic-set-v2.jsonl"]
+    for name, question in questions.items():
+        records = read_expansions(tmp_path / "assets" / f"pydocs-synthetic-{name}.jsonl.gz")
+        assert list(records) == ["syn-sort"] and records["syn-sort"].query == question
+        assert records["syn-sort"].status == "failed" and "backend error" in records["syn-sort"].raw
+    empty = tmp_path / "none.jsonl"
+    empty.write_text(SyntheticQuery("syn-gc", "library/gc", "not_retrieved", "q", "q").to_json() + "\n")
+    refused = CliRunner().invoke(app, ["--config", str(config), "expand", "--synthetic", str(empty)])
+    assert refused.exit_code != 0 and "no kept synthetic question" in str(refused.exception)

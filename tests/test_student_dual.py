@@ -197,27 +197,31 @@ def _expansion(query_id: str, question: str, passage: str | None) -> QueryExpans
 def test_expansion_examples_attach_add_skip_failed_and_refuse_mismatches(tmp_path) -> None:
     collection = _corpus()
     examples = synthetic_examples(_synthetic(collection), collection)
-    expansions = {"syn-sort": _expansion("syn-sort", "how to order items of a list", "Use sorted() or list.sort()."),
-                  "syn-gc": _expansion("syn-gc", "collect garbage", None)}
+    expansions = [_expansion("syn-sort", "how to order items of a list", "Use sorted() or list.sort()."),
+                  _expansion("syn-gc", "collect garbage", None)]
     attached = expansion_examples(examples, expansions, collection)
     assert [e.query_id for e in attached] == [e.query_id for e in examples]
     assert {e.query_id: e.expansion for e in attached if e.expansion} == {"syn-sort": "Use sorted() or list.sort()."}
     # an expanded collection query that is no example yet becomes one, with its split: a dev one is refused
-    added = expansion_examples(examples, {"d1": _expansion("d1", "how do I sort a list", "sorted()")}, collection)
+    added = expansion_examples(examples, [_expansion("d1", "how do I sort a list", "sorted()")], collection)
     assert added[-1] == DualExample("d1", "how do I sort a list", "dev", expansion="sorted()")
     config = DualTrainConfig(steps=1, progress=False, warmup_steps=1)
     with pytest.raises(R2RError, match="never be training examples"):
         train_dual_encoder(added, collection, config, tmp_path / "leak")
     with pytest.raises(R2RError, match="was written for"):
-        expansion_examples(examples, {"syn-sort": _expansion("syn-sort", "another question", "x")}, collection)
+        expansion_examples(examples, [_expansion("syn-sort", "another question", "x")], collection)
     with pytest.raises(R2RError, match="no such query"):
-        expansion_examples(examples, {"nope": _expansion("nope", "q", "x")}, collection)
-    # synthetic sets give one passage's questions one id: the expansion goes to the question it was written for
+        expansion_examples(examples, [_expansion("nope", "q", "x")], collection)
+    # synthetic sets give one passage's questions one id: each expansion goes to the question it was written
+    # for, so two sets' files (v1, v2) that share the id both attach
     second = DualExample("syn-sort", "put a list in order", "synthetic", ("sort",))
-    shared = expansion_examples([*examples, second], {"syn-sort": _expansion("syn-sort", "put a list in order", "x")},
-                                collection)
+    shared = expansion_examples([*examples, second], [_expansion("syn-sort", "put a list in order", "x")], collection)
     assert [(e.query, e.expansion) for e in shared if e.query_id == "syn-sort"] == [
         ("how to order items of a list", None), ("put a list in order", "x")]
+    both = expansion_examples([*examples, second], [*expansions, _expansion("syn-sort", "put a list in order", "x")],
+                              collection)
+    assert [(e.query, e.expansion) for e in both if e.query_id == "syn-sort"] == [
+        ("how to order items of a list", "Use sorted() or list.sort()."), ("put a list in order", "x")]
 
 
 def test_expansion_objective_pulls_questions_onto_their_expanded_embedding(tmp_path) -> None:
@@ -225,8 +229,8 @@ def test_expansion_objective_pulls_questions_onto_their_expanded_embedding(tmp_p
     passages = {"syn-exec": "Put #! /usr/bin/env python3 first and chmod +x the file; then run ./script.py.",
                 "syn-json": "json.dumps(obj) returns the JSON string; json.dump writes it to a file."}
     examples = [e for e in synthetic_examples(_synthetic(collection), collection) if e.query_id in passages]
-    examples = expansion_examples(examples, {q: _expansion(q, e.query, passages[q])
-                                             for q, e in zip(passages, examples, strict=True)}, collection)
+    examples = expansion_examples(examples, [_expansion(q, e.query, passages[q])
+                                             for q, e in zip(passages, examples, strict=True)], collection)
 
     def closeness(student: DualEncoderStudent) -> float:
         with torch.no_grad():

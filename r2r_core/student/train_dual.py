@@ -32,7 +32,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -117,27 +117,29 @@ def teacher_examples(examples: Sequence[QueryExample]) -> list[DualExample]:
     return out
 
 
-def expansion_examples(examples: Sequence[DualExample], expansions: Mapping[str, QueryExpansion],
+def expansion_examples(examples: Sequence[DualExample], expansions: Iterable[QueryExpansion],
                        collection: Collection) -> list[DualExample]:
-    """``examples`` with each query's expansion attached, plus one expansion-only example for every expanded
+    """``examples`` with each question's expansion attached, plus one expansion-only example for every expanded
     query of ``collection`` that is not among them (e.g. the train questions of ``r2r expand --split train``).
-    An expansion goes to every example with its query id and its question (synthetic sets give a passage's
-    questions one id). Failed expansions are skipped; one written for no example's or query's wording, or for
-    an unknown query, is refused."""
-    usable = {q: r for q, r in expansions.items() if r.status == "ok" and r.expansion}
+    An expansion goes to every example with its query id and its question: synthetic sets give a passage's
+    questions one id (v1 and v2 ask about the same passage), so their expansion files may share ids. Failed
+    expansions are skipped; one written for no example's or query's wording, or for an unknown query, is
+    refused."""
+    usable = {(r.query_id, r.query.strip()): r for r in expansions if r.status == "ok" and r.expansion}
     out, used = [], set()
     for example in examples:
-        record = usable.get(example.query_id)
-        if record is not None and record.query.strip() == example.query.strip():
-            example = replace(example, expansion=record.expansion)
-            used.add(example.query_id)
+        key = (example.query_id, example.query.strip())
+        if key in usable:
+            example = replace(example, expansion=usable[key].expansion)
+            used.add(key)
         out.append(example)
     example_ids = {e.query_id for e in examples}
-    for query_id, record in usable.items():
-        if query_id in used:
+    for key, record in usable.items():
+        if key in used:
             continue
+        query_id, question = key
         query = collection.queries.get(query_id)
-        if query_id in example_ids or (query is not None and query.text.strip() != record.query.strip()):
+        if query_id in example_ids or (query is not None and query.text.strip() != question):
             raise R2RError(f"expansion of {query_id!r} was written for {record.query!r}, which no training "
                            "example or query of that id asks")
         if query is None:

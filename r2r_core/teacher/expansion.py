@@ -34,7 +34,8 @@ from r2r_core.teacher.prompts import PromptTemplate
 from r2r_core.teacher.synthesize import drop_incomplete_tail, json_records, write_json_lines
 
 __all__ = ["QUERY2DOC", "ExpansionSummary", "QueryExpansion", "expand_queries", "expand_query", "expanded_collection",
-           "expansion_path", "export_expansions", "exported_expansions", "exported_name", "read_expansions"]
+           "expansion_path", "export_expansions", "exported_expansions", "exported_name", "read_expansions",
+           "synthetic_questions"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,19 @@ def read_expansions(path: str | Path) -> dict[str, QueryExpansion]:
             raise R2RError(f"{path}:{number}: status {record.status!r} does not match its expansion")
         records[record.query_id] = record
     return records
+
+
+def synthetic_questions(path: str | Path) -> tuple[str, dict[str, str]]:
+    """The label a synthetic set's expansions are stored and exported under (``synthetic-<set name>``, like a
+    split's name) and its kept questions by query id (`r2r expand --synthetic`). Each set gets its own file
+    because sets written for the same passage share the passage's query id."""
+    from r2r_core.teacher.synthesize import read_synthetic
+
+    name = Path(path).name.removesuffix(".gz").removesuffix(".jsonl")
+    questions = {r.query_id: r.text for r in read_synthetic(path) if r.kept and r.text}
+    if not questions:
+        raise R2RError(f"{path}: no kept synthetic question to expand")
+    return f"synthetic-{name}", questions
 
 
 def exported_name(collection: str, split: str) -> str:
