@@ -152,7 +152,6 @@ def test_search_has_the_local_teacher_expand_a_typed_question(
                                                                                              20)]
 
 
-
 def test_expand_synthetic_writes_each_sets_kept_questions_to_its_own_file(tmp_path: Path) -> None:
     """`r2r expand --synthetic`: the kept questions of each set (never the rejected ones, never dev/test unless
     asked) go to the teacher, each set into its own file: two sets asking about one passage share its query id.

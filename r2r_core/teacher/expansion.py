@@ -31,7 +31,7 @@ from r2r_core.data.model import Collection
 from r2r_core.errors import R2RError
 from r2r_core.teacher.backends import ChatBackend, ChatError, ChatMessage, ChatRequest
 from r2r_core.teacher.prompts import PromptTemplate
-from r2r_core.teacher.synthesize import drop_incomplete_tail, json_records, write_json_lines
+from r2r_core.teacher.synthesize import drop_incomplete_tail, json_records, read_synthetic, write_json_lines
 
 __all__ = ["QUERY2DOC", "ExpansionSummary", "QueryExpansion", "expand_queries", "expand_query", "expanded_collection",
            "expansion_path", "export_expansions", "exported_expansions", "exported_name", "read_expansions",
@@ -108,8 +108,6 @@ def synthetic_questions(path: str | Path) -> tuple[str, dict[str, str]]:
     """The label a synthetic set's expansions are stored and exported under (``synthetic-<set name>``, like a
     split's name) and its kept questions by query id (`r2r expand --synthetic`). Each set gets its own file
     because sets written for the same passage share the passage's query id."""
-    from r2r_core.teacher.synthesize import read_synthetic
-
     name = Path(path).name.removesuffix(".gz").removesuffix(".jsonl")
     questions = {r.query_id: r.text for r in read_synthetic(path) if r.kept and r.text}
     if not questions:
