@@ -40,7 +40,7 @@ def summary(times: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--student", type=Path, default=REPO / "assets" / "students" / "dual-pydocs")
+    parser.add_argument("--student", type=Path, default=REPO / "assets" / "students" / "dual-q2d-pydocs")
     parser.add_argument("--collection", default="pydocs")
     parser.add_argument("--split", default="dev")
     parser.add_argument("--depth", type=int, default=100)

@@ -252,7 +252,7 @@ class StudentConfig:
     device: "auto" = cuda, then mps, then cpu.
     """
 
-    path: Path | None = Path("assets/students/dual-pydocs")
+    path: Path | None = Path("assets/students/dual-q2d-pydocs")
     decoder_path: Path | None = Path("assets/students/r2r-smollm2-pydocs")
     server_url: str | None = None
     device: str = "auto"

@@ -7,7 +7,7 @@ ranking score. Training (``r2r_core.student.train_dual``) moves the encoder with
 embedded without the query, so a collection's passage embeddings are computed once and cached
 (``attach_collection``) and re-ranking 100 candidates costs one query encoding and a dot product.
 
-    student = DualEncoderStudent.from_pretrained("assets/students/dual-pydocs")
+    student = DualEncoderStudent.from_pretrained("assets/students/dual-q2d-pydocs")
     student.rank(query, documents, top_k=10)           # CrossEncoder shape
     student.predict([(query, doc), ...])                # calibrated P(relevant)
     student.explain(query, doc).evidence                # the document's sentences closest to the query
