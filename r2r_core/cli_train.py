@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,9 +11,13 @@ from r2r_core.cli_common import CollectionOpt, _config, _load, app
 from r2r_core.config import parse_overrides
 from r2r_core.errors import R2RError
 
+if TYPE_CHECKING:
+    from r2r_core.student.mining import MiningConfig
+
 
 def _train_dual(config, loaded, out: Path, synthetic: list[Path], expansions: list[Path],
-                overrides: dict[str, object], resume: bool, dev_split: str, base_model: str | None) -> None:
+                overrides: dict[str, object], resume: bool, dev_split: str, base_model: str | None,
+                mining: tuple[Path, MiningConfig] | None) -> None:
     """`r2r train --student dual`: synthetic questions (+ the store's train P(Yes), + query expansions to
     distil), best dev nDCG@10 kept, then P(relevant) calibrated on the same dev candidates."""
     from r2r_core.candidates import first_stage
@@ -42,6 +46,13 @@ def _train_dual(config, loaded, out: Path, synthetic: list[Path], expansions: li
     if expansions:
         examples = expansion_examples(examples, [r for path in expansions for r in read_expansions(path).values()],
                                       loaded)
+    if mining is not None:
+        from r2r_core.student.mining import mine_negatives
+
+        miner_path, mining_config = mining
+        miner = DualEncoderStudent.from_pretrained(miner_path, device=overrides.get("device"))
+        examples, stats = mine_negatives(examples, loaded, miner, config.paths.index_dir, mining_config)
+        typer.echo(f"mined with {miner_path}: {stats.summary()}")
     judged = {q: loaded.queries[q].text for q in loaded.split_queries(dev_split) if loaded.qrels.get(q)}
     dev_run = first_stage(loaded, config).batch_search(judged, 100, progress=False)
     model = DualEncoderConfig(base_model=base_model) if base_model else DualEncoderConfig()
@@ -200,6 +211,14 @@ def train(
                                         "--split train`; dual only): the question's embedding learns the expanded "
                                         "question's (query2doc distillation).")
     ] = None,
+    mine_negatives: Annotated[
+        Path | None, typer.Option("--mine-negatives", help="A trained dual student whose top documents for each "
+                                  "synthetic question become its dense hard negatives (dual only; use them with "
+                                  "--set mined_negatives=N).")
+    ] = None,
+    mine_depth: Annotated[int, typer.Option(help="Miner's top documents looked at per question.")] = 30,
+    mine_margin: Annotated[float, typer.Option(help="Drop mined documents scored above this fraction of the "
+                                               "positive's score (1 = off).")] = 0.95,
 ) -> None:
     """Distil the teacher's rankings (and, for r2r, its rationales) into a student; runs under torchrun too."""
     from r2r_core.store import Store
@@ -212,11 +231,16 @@ def train(
     overrides.update(parse_overrides(set_ or []))
     loaded = _load(collection)
     if student == "dual":
+        mining = None
+        if mine_negatives is not None:
+            from r2r_core.student.mining import MiningConfig
+
+            mining = (mine_negatives, MiningConfig(depth=mine_depth, margin=mine_margin))
         _train_dual(config, loaded, out, synthetic or [], expansions or [], overrides, resume, dev_split or "dev",
-                    base_model)
+                    base_model, mining)
         return
-    if expansions:
-        raise R2RError("--expansions trains the dual student only (--student dual)")
+    if expansions or mine_negatives:
+        raise R2RError("--expansions and --mine-negatives train the dual student only (--student dual)")
     db = Store.open(config)
     data = load_training_data(db, loaded.name, train_split=None if train_split == "all" else train_split,
                               dev_split=dev_split or None,

@@ -6,7 +6,8 @@
 Each step takes
 
 * ``batch_queries`` examples that have a known positive (synthetic questions: the passage the question
-  was written for), embeds each query, its positive and ``hard_negatives`` of its BM25 hard negatives, and
+  was written for), embeds each query, its positive, ``hard_negatives`` of its BM25 hard negatives and
+  ``mined_negatives`` of its dense ones (``r2r_core.student.mining``: a trained student's top documents), and
   minimises ``contrastive_loss`` over all documents of the batch (in-batch negatives); and
 * ``distill_queries`` examples with teacher P(Yes) on several candidates, and minimises ``listnet_loss``
   between the student's cosine scores (times ``scale``) and the teacher's logit(P(Yes)); and
@@ -77,7 +78,8 @@ class DualExample:
 
     positives: documents known to answer it; negatives: hard negatives (ranked high by the first stage,
     not judged to answer); scored: (document, teacher P(Yes)) for listwise distillation; expansion: the
-    teacher's query2doc passage for the question (the target of ``expansion_loss``).
+    teacher's query2doc passage for the question (the target of ``expansion_loss``); mined: dense hard
+    negatives, a trained dual encoder's top documents that passed ``mining``'s false-negative filters.
     """
 
     query_id: str
@@ -87,6 +89,7 @@ class DualExample:
     negatives: tuple[str, ...] = ()
     scored: tuple[tuple[str, float], ...] = ()
     expansion: str | None = None
+    mined: tuple[str, ...] = ()
 
 
 def synthetic_examples(records: Sequence[SyntheticQuery], collection: Collection, *,
@@ -162,7 +165,8 @@ class DualTrainConfig:
     model: DualEncoderConfig = field(default_factory=DualEncoderConfig)
     steps: int = 600
     batch_queries: int = 16
-    hard_negatives: int = 1
+    hard_negatives: int = 1  # BM25's, per question and step
+    mined_negatives: int = 0  # dense ones (``DualExample.mined``), per question and step
     distill_queries: int = 4
     distill_docs: int = 8
     scale: float = 20.0  # cosine -> logit inside both losses (sentence-transformers' MNRL default)
@@ -242,7 +246,7 @@ def expansion_loss(query_vectors: Tensor, target_vectors: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------- batches
 
 
-def _contrastive_batch(picked: Sequence[DualExample], collection: Collection, hard_negatives: int,
+def _contrastive_batch(picked: Sequence[DualExample], collection: Collection, config: DualTrainConfig,
                        rng: random.Random) -> tuple[list[str], list[str], Tensor, Tensor]:
     """(queries, documents, positive rows, blocked mask) for one step."""
     doc_ids: list[str] = []
@@ -250,8 +254,9 @@ def _contrastive_batch(picked: Sequence[DualExample], collection: Collection, ha
     for example in picked:
         positive_rows.append(len(doc_ids))
         doc_ids.append(rng.choice(example.positives))
-        pool = list(example.negatives[:20])
-        doc_ids.extend(rng.sample(pool, min(hard_negatives, len(pool))))
+        for pool, count in ((list(example.negatives[:20]), config.hard_negatives), (list(example.mined),
+                                                                                    config.mined_negatives)):
+            doc_ids.extend(rng.sample(pool, min(count, len(pool))))
     blocked = torch.tensor([[d in example.positives for d in doc_ids] for example in picked], dtype=torch.bool)
     texts = [collection.documents[d].contents for d in doc_ids]
     return [e.query for e in picked], texts, torch.tensor(positive_rows), blocked
@@ -325,7 +330,7 @@ def _train(examples: list[DualExample], collection: Collection, config: DualTrai
     if not contrastive and not distill and not expanded:
         raise R2RError("no training examples: need synthetic questions with positives, teacher-scored queries or "
                        "query expansions")
-    missing = sorted({d for e in examples for d in (*e.positives, *e.negatives, *(s for s, _ in e.scored))}
+    missing = sorted({d for e in examples for d in (*e.positives, *e.negatives, *e.mined, *(s for s, _ in e.scored))}
                      - set(collection.documents))
     if missing:
         raise R2RError(f"training examples name {len(missing)} documents not in {collection.name}: {missing[:5]}")
@@ -398,7 +403,7 @@ def _train(examples: list[DualExample], collection: Collection, config: DualTrai
         parts: dict[str, Tensor] = {}
         if contrastive:
             picked = [contrastive[i] for i in contrastive_sampler.next(config.batch_queries)]
-            queries, docs, positive, blocked = _contrastive_batch(picked, collection, config.hard_negatives, rng)
+            queries, docs, positive, blocked = _contrastive_batch(picked, collection, config, rng)
             q = student.embed(queries, config.model.max_query_tokens)
             d = student.embed(docs, config.doc_max_length)
             parts["contrastive"] = contrastive_loss(q, d, positive.to(q.device), scale=config.scale,
