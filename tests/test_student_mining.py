@@ -95,6 +95,10 @@ def test_contrastive_batches_draw_mined_negatives_and_training_checks_them() -> 
     _, docs, _, _ = _contrastive_batch([example], collection, both, random.Random(0))
     assert sorted(docs[1:]) == sorted([_read("dict"), _read("gc"), _read("json")])
     assert positive.tolist() == [0] and not np.asarray(blocked)[0, 1:].any()
+    unmined = DualExample("syn-sort", "how do I sort a list", "synthetic", ("sort",), ("dict",))
+    with pytest.raises(R2RError, match="no example has dense negatives"):
+        train_dual_encoder([unmined], collection, DualTrainConfig(steps=1, mined_negatives=1, progress=False),
+                           "/nonexistent/never")
     unknown = DualExample("syn-sort", "how do I sort a list", "synthetic", ("sort",), mined=("nope",))
     with pytest.raises(R2RError, match="not in minetiny"):
         train_dual_encoder([unknown], collection, DualTrainConfig(steps=1, progress=False), "/nonexistent/never")

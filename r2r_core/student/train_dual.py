@@ -327,6 +327,9 @@ def _train(examples: list[DualExample], collection: Collection, config: DualTrai
     contrastive = [e for e in examples if e.positives]
     distill = [e for e in examples if len(e.scored) >= 2]
     expanded = [e for e in examples if e.expansion]
+    if config.mined_negatives > 0 and not any(e.mined for e in contrastive):
+        raise R2RError("mined_negatives > 0 but no example has dense negatives: mine them first (r2r train "
+                       "--mine-negatives STUDENT, or student.mining.mine_negatives)")
     if not contrastive and not distill and not expanded:
         raise R2RError("no training examples: need synthetic questions with positives, teacher-scored queries or "
                        "query expansions")
