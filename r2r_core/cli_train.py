@@ -239,8 +239,9 @@ def train(
         _train_dual(config, loaded, out, synthetic or [], expansions or [], overrides, resume, dev_split or "dev",
                     base_model, mining)
         return
-    if expansions or mine_negatives:
-        raise R2RError("--expansions and --mine-negatives train the dual student only (--student dual)")
+    for flag, given in (("--expansions", expansions), ("--mine-negatives", mine_negatives)):
+        if given:
+            raise R2RError(f"{flag} trains the dual student only (--student dual)")
     db = Store.open(config)
     data = load_training_data(db, loaded.name, train_split=None if train_split == "all" else train_split,
                               dev_split=dev_split or None,

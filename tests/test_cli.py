@@ -168,6 +168,8 @@ def test_evaluate_systems_checks_every_system_before_any_work(tmp_path: Path, st
         (["evaluate", "/nonexistent.trec", "pydocs"], "/nonexistent.trec"),
         (["train", "--out", "/nonexistent-student", "--student", "fast", "--expansions", "train.jsonl"],
          "--expansions trains the dual student only"),
+        (["train", "--out", "/nonexistent-student", "--student", "r2r", "--mine-negatives", "assets/students/x"],
+         "--mine-negatives trains the dual student only"),
     ],
 )
 def test_user_errors_exit_2_with_a_message(args: list[str], message: str) -> None:
