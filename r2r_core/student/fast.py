@@ -182,6 +182,11 @@ def resolve_base_model(name: str) -> str:
     if name.startswith("package:"):
         module = name.removeprefix("package:")
         spec = importlib.util.find_spec(module)
+        if spec is None:
+            # a path finder refreshing its directory cache in another thread (the app loads students in a pool)
+            # can miss an installed package once; a fresh cache cannot
+            importlib.invalidate_caches()
+            spec = importlib.util.find_spec(module)
         if spec is None or spec.origin is None:
             raise R2RError(f"base model {name!r}: Python package {module!r} is not installed")
         folder = Path(spec.origin).parent
