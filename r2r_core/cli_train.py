@@ -47,12 +47,7 @@ def _train_dual(config, loaded, out: Path, synthetic: list[Path], expansions: li
         examples = expansion_examples(examples, [r for path in expansions for r in read_expansions(path).values()],
                                       loaded)
     if mining is not None:
-        from r2r_core.student.mining import mine_negatives
-
-        miner_path, mining_config = mining
-        miner = DualEncoderStudent.from_pretrained(miner_path, device=overrides.get("device"))
-        examples, stats = mine_negatives(examples, loaded, miner, config.paths.index_dir, mining_config)
-        typer.echo(f"mined with {miner_path}: {stats.summary()}")
+        examples = _with_mined_negatives(examples, loaded, config.paths.index_dir, mining, overrides.get("device"))
     judged = {q: loaded.queries[q].text for q in loaded.split_queries(dev_split) if loaded.qrels.get(q)}
     dev_run = first_stage(loaded, config).batch_search(judged, 100, progress=False)
     model = DualEncoderConfig(base_model=base_model) if base_model else DualEncoderConfig()
@@ -69,6 +64,18 @@ def _train_dual(config, loaded, out: Path, synthetic: list[Path], expansions: li
     typer.echo(f"saved {out}: best dev nDCG@10 {report.best_dev:.4f} at step {report.best_step} (untrained base "
                f"{report.base_dev:.4f}); {report.steps} steps, {report.seconds_per_step:.2f} s/step; "
                f"P(relevant) calibrated on {pairs} {dev_split} pairs")
+
+
+def _with_mined_negatives(examples, loaded, cache_root: Path, mining: tuple[Path, MiningConfig], device):
+    """`--mine-negatives`: the examples with dense hard negatives (the miner is freed before training starts)."""
+    from r2r_core.student.dual import DualEncoderStudent
+    from r2r_core.student.mining import mine_negatives
+
+    miner_path, mining_config = mining
+    miner = DualEncoderStudent.from_pretrained(miner_path, device=device)
+    examples, stats = mine_negatives(examples, loaded, miner, cache_root, mining_config)
+    typer.echo(f"mined with {miner_path}: {stats.summary()}")
+    return examples
 
 
 @app.command()

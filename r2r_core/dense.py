@@ -134,6 +134,12 @@ def ensure_embeddings(
     return published
 
 
+def read_embeddings(folder: Path, *, mmap: bool = False) -> tuple[np.ndarray, list[str]]:
+    """(matrix, doc ids) of a published embeddings folder, row i embedding doc_ids[i]."""
+    matrix = np.load(folder / EMBEDDINGS_FILE, mmap_mode="r" if mmap else None)
+    return matrix, json.loads((folder / DOC_IDS_FILE).read_text(encoding="utf-8"))
+
+
 def partial_folder(target: Path) -> Path:
     """Where the chunks of an unfinished embedding build of `target` are kept between runs."""
     return target.with_name(f".{target.name}.partial")
@@ -172,8 +178,7 @@ class DenseRetriever:
         self.info = info
         self.encoder = encoder
         self.excluded: Mapping[str, set[str]] = excluded or {}
-        self._matrix = np.load(folder / EMBEDDINGS_FILE, mmap_mode="r")
-        self._doc_ids: list[str] = json.loads((folder / DOC_IDS_FILE).read_text(encoding="utf-8"))
+        self._matrix, self._doc_ids = read_embeddings(folder, mmap=True)
 
     @classmethod
     def for_collection(cls, collection: Collection, cache_root: Path, encoder: BiEncoder, *,

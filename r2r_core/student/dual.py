@@ -34,7 +34,6 @@ the base weights referenced by name and checked against their sha256 on load.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -234,11 +233,9 @@ class DualEncoderStudent:
         """Embed every document of `collection` once (cached on disk under `cache_root`, keyed by these
         weights and the collection's content) and keep them, so ranking its documents encodes only queries.
         Returns how many documents were attached."""
-        from r2r_core.dense import DOC_IDS_FILE, EMBEDDINGS_FILE, ensure_embeddings
+        from r2r_core.dense import ensure_embeddings, read_embeddings
 
-        folder = ensure_embeddings(collection, cache_root, self, progress=progress)
-        matrix = np.load(folder / EMBEDDINGS_FILE)
-        doc_ids = json.loads((folder / DOC_IDS_FILE).read_text(encoding="utf-8"))
+        matrix, doc_ids = read_embeddings(ensure_embeddings(collection, cache_root, self, progress=progress))
         for doc_id, vector in zip(doc_ids, matrix, strict=True):
             self._cache.attached[text_key(collection.documents[doc_id].contents)] = vector
         return len(doc_ids)

@@ -19,7 +19,6 @@ The collection is embedded once per miner (cached under ``cache_root`` like the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -75,14 +74,12 @@ def mine_negatives(examples: Sequence[DualExample], collection: Collection, mine
     ``miner``: a dual encoder (``encode`` for passages, ``encode_queries`` for questions, unit vectors), e.g. a
     ``DualEncoderStudent``. Examples without a positive are returned unchanged.
     """
-    from r2r_core.dense import DOC_IDS_FILE, EMBEDDINGS_FILE, ensure_embeddings
+    from r2r_core.dense import ensure_embeddings, read_embeddings
 
     with_positive = [i for i, e in enumerate(examples) if e.positives]
     if not with_positive:
         raise R2RError("mining needs examples with a known positive (synthetic questions)")
-    folder = ensure_embeddings(collection, cache_root, miner)
-    matrix = np.load(folder / EMBEDDINGS_FILE)
-    doc_ids: list[str] = json.loads((folder / DOC_IDS_FILE).read_text(encoding="utf-8"))
+    matrix, doc_ids = read_embeddings(ensure_embeddings(collection, cache_root, miner))
     row_of = {d: i for i, d in enumerate(doc_ids)}
     out = list(examples)
     counts = dict(kept=0, dropped_positive_text=0, dropped_teacher=0, dropped_margin=0, positive_in_top=0)
