@@ -38,34 +38,32 @@ def ranked(hits: list[ScoredDoc], scores) -> list[ScoredDoc]:
     return [ScoredDoc(hits[i].doc_id, float(len(hits) - r), r + 1) for r, i in enumerate(order)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--student", type=Path, default=REPO / "assets" / "students" / "dual-pydocs")
-    parser.add_argument("--weight", type=float, action="append", help="BM25 weights (default 0.05 0.1 0.2 0.3 1)")
-    parser.add_argument("--depth", type=int, default=100)
-    parser.add_argument("--synthetic", type=Path, action="append",
-                        help="synthetic question set(s) to validate on (default: the frozen validation set)")
-    parser.add_argument("--no-dev", action="store_true", help="skip pydocs dev")
-    args = parser.parse_args()
-    weights = args.weight or [0.05, 0.1, 0.2, 0.3, 1.0]
+QuestionSets = dict[str, tuple[dict[str, str], Qrels]]
 
-    collection, config = load_collection("pydocs"), R2RConfig.load()
-    retriever = first_stage(collection, config, progress=False)
-    student = load_student(args.student, device="cpu")
+
+def question_sets(collection, synthetic: list[Path] | None, *, dev: bool = True) -> QuestionSets:
+    """Name -> (question id -> text, qrels): pydocs dev and each synthetic validation set."""
+    sets: QuestionSets = {}
+    if dev:
+        sets["pydocs dev"] = ({q: query.text for q, query in collection.split_queries("dev").items()}, collection.qrels)
+    for path in synthetic or [VALIDATION]:
+        synthetic_set = validation_set(read_synthetic(path), path.name)
+        sets[path.name] = (synthetic_set.queries, synthetic_set.qrels)
+    return sets
+
+
+def validate(student_path: Path, collection, config: R2RConfig, retriever, sets: QuestionSets,
+             weights: list[float], depth: int) -> dict[str, dict[str, float]]:
+    """Print (and return: set -> row label -> nDCG@10) the student alone and fused at each BM25 weight."""
+    student = load_student(student_path, device="cpu")
     if hasattr(student, "attach_collection"):
         student.attach_collection(collection, config.paths.index_dir)
-    sets: dict[str, tuple[dict[str, str], Qrels]] = {}
-    if not args.no_dev:
-        sets["pydocs dev"] = ({q: query.text for q, query in collection.split_queries("dev").items()}, collection.qrels)
-    for path in args.synthetic or [VALIDATION]:
-        synthetic = validation_set(read_synthetic(path), path.name)
-        sets[path.name] = (synthetic.queries, synthetic.qrels)
-    print(machine_line())
-    print(f"student {args.student}, first stage top {args.depth}")
+    print(f"student {student_path}, first stage top {depth}")
+    results: dict[str, dict[str, float]] = {}
     for name, (queries, qrels) in sets.items():
         scored = {}
         for query_id, text in queries.items():
-            hits = retriever.search(text, args.depth, query_id=query_id if query_id in collection.queries else None)
+            hits = retriever.search(text, depth, query_id=query_id if query_id in collection.queries else None)
             logits = student.predict([(text, collection.documents[h.doc_id].contents) for h in hits],
                                      apply_sigmoid=False)
             scored[query_id] = (hits, logits)
@@ -77,8 +75,27 @@ def main() -> None:
                 run.set_ranking(query_id, ranked(hits, scores))
             means = evaluate_run(run, qrels, list(queries), measures=("nDCG@10", "RR@10")).means()
             label = "student alone" if weight is None else f"fused, w={weight:g}"
+            results.setdefault(name, {})[label] = means["nDCG@10"]
             print(f"{name} ({len(queries)} questions) {label:16s} nDCG@10 {means['nDCG@10']:.4f}  "
                   f"MRR@10 {means['RR@10']:.4f}", flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--student", type=Path, default=REPO / "assets" / "students" / "dual-pydocs")
+    parser.add_argument("--weight", type=float, action="append", help="BM25 weights (default 0.05 0.1 0.2 0.3 1)")
+    parser.add_argument("--depth", type=int, default=100)
+    parser.add_argument("--synthetic", type=Path, action="append",
+                        help="synthetic question set(s) to validate on (default: the frozen validation set)")
+    parser.add_argument("--no-dev", action="store_true", help="skip pydocs dev")
+    args = parser.parse_args()
+
+    collection, config = load_collection("pydocs"), R2RConfig.load()
+    retriever = first_stage(collection, config, progress=False)
+    print(machine_line())
+    sets = question_sets(collection, args.synthetic, dev=not args.no_dev)
+    validate(args.student, collection, config, retriever, sets, args.weight or [0.05, 0.1, 0.2, 0.3, 1.0], args.depth)
 
 
 if __name__ == "__main__":
