@@ -40,7 +40,6 @@ Device: "cuda", then "mps", then "cpu" unless given. Scoring always runs in eval
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import math
 import warnings
@@ -56,6 +55,7 @@ from torch import Tensor, nn
 
 from r2r_core.config import check_known_keys
 from r2r_core.errors import OfflineError, R2RError
+from r2r_core.packages import installed_spec
 from r2r_core.student.api import Comparison, Explanation, label_from_score, rank_results
 from r2r_core.student.losses import IGNORE_INDEX
 from r2r_core.student.saving import adapter_state, check_base_digest, load_adapter_state, read_saved, write_saved
@@ -181,14 +181,10 @@ def resolve_base_model(name: str) -> str:
     """A path or hub id for ``from_pretrained``: "package:<module>" -> the package's model folder."""
     if name.startswith("package:"):
         module = name.removeprefix("package:")
-        spec = importlib.util.find_spec(module)
-        if spec is None:
-            # a path finder refreshing its directory cache in another thread (the app loads students in a pool)
-            # can miss an installed package once; a fresh cache cannot
-            importlib.invalidate_caches()
-            spec = importlib.util.find_spec(module)
-        if spec is None or spec.origin is None:
-            raise R2RError(f"base model {name!r}: Python package {module!r} is not installed")
+        try:
+            spec = installed_spec(module)
+        except R2RError as exc:
+            raise R2RError(f"base model {name!r}: {exc}") from exc
         folder = Path(spec.origin).parent
         return str(folder / "model" if (folder / "model").is_dir() else folder)
     return name

