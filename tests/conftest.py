@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -20,6 +21,20 @@ def _restore_main_module():
     main = sys.modules["__main__"]
     yield
     sys.modules["__main__"] = main
+
+
+@pytest.fixture(scope="session")
+def bench_module():
+    """Import a script of bench/ by name (they import their siblings, so bench/ is on sys.path meanwhile)."""
+
+    def load(name: str):
+        sys.path.insert(0, str(REPO_ROOT / "bench"))
+        try:
+            return importlib.import_module(name)
+        finally:
+            sys.path.remove(str(REPO_ROOT / "bench"))
+
+    return load
 
 
 @pytest.fixture(scope="session")

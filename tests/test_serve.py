@@ -584,14 +584,8 @@ def test_r2r_serve_command_serves_and_reads_the_config_file(student_dir: Path, t
 
 
 @pytest.fixture(scope="module")
-def gpu_check():
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        import gpu_check
-
-        yield gpu_check
-    finally:
-        sys.path.remove(str(REPO / "bench"))
+def gpu_check(bench_module):
+    return bench_module("gpu_check")
 
 
 def test_gpu_check_compares_scores_and_rankings_within_the_tolerance(gpu_check) -> None:
@@ -744,12 +738,8 @@ def test_one_request_adds_at_most_its_share_to_a_pass() -> None:
 # --------------------------------------------------------------------------- bench/serve_throughput.py
 
 
-def test_throughput_bench_requests_really_carry_each_batch_size() -> None:
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        import serve_throughput
-    finally:
-        sys.path.remove(str(REPO / "bench"))
+def test_throughput_bench_requests_really_carry_each_batch_size(bench_module) -> None:
+    serve_throughput = bench_module("serve_throughput")
     batch_sizes = [8, 32, 64]
     groups = serve_throughput.query_groups(256, batch_sizes)
     assert sum(len(docs) for _, docs in groups) == 256

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,18 +11,10 @@ from r2r_core.errors import R2RError
 from r2r_core.student.dual import CONFIG_NAME, WEIGHTS_NAME, DualEncoderConfig, DualEncoderStudent
 from r2r_core.student.saving import write_saved
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="module")
-def weight_space():
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        import weight_space
-
-        yield weight_space
-    finally:
-        sys.path.remove(str(REPO / "bench"))
+def weight_space(bench_module):
+    return bench_module("weight_space")
 
 
 def _random_lora_student(folder: Path, seed: int) -> Path:
