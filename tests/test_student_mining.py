@@ -83,6 +83,9 @@ def test_mining_refuses_bad_settings_and_examples_without_positives(miner, tmp_p
     with pytest.raises(R2RError, match="known positive"):
         mine_negatives([DualExample("q", "combine two dicts", "train", scored=(("dict", 0.7), ("gc", 0.2)))],
                        _collection(), miner, tmp_path, MiningConfig())
+    with pytest.raises(R2RError, match="positives are not in"):
+        mine_negatives([DualExample("q", "combine two dicts", "synthetic", ("no-such-doc",))],
+                       _collection(), miner, tmp_path, MiningConfig())
 
 
 def test_contrastive_batches_draw_mined_negatives_and_training_checks_them() -> None:

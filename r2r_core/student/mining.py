@@ -79,6 +79,9 @@ def mine_negatives(examples: Sequence[DualExample], collection: Collection, mine
     with_positive = [i for i, e in enumerate(examples) if e.positives]
     if not with_positive:
         raise R2RError("mining needs examples with a known positive (synthetic questions)")
+    unknown = sorted({p for i in with_positive for p in examples[i].positives} - set(collection.documents))
+    if unknown:
+        raise R2RError(f"mining: {len(unknown)} positives are not in {collection.name}: {unknown[:5]}")
     matrix, doc_ids = read_embeddings(ensure_embeddings(collection, cache_root, miner))
     row_of = {d: i for i, d in enumerate(doc_ids)}
     out = list(examples)

@@ -254,9 +254,9 @@ def _contrastive_batch(picked: Sequence[DualExample], collection: Collection, co
     for example in picked:
         positive_rows.append(len(doc_ids))
         doc_ids.append(rng.choice(example.positives))
-        for pool, count in ((list(example.negatives[:20]), config.hard_negatives), (list(example.mined),
-                                                                                    config.mined_negatives)):
-            doc_ids.extend(rng.sample(pool, min(count, len(pool))))
+        bm25_pool, dense_pool = list(example.negatives[:20]), list(example.mined)
+        doc_ids.extend(rng.sample(bm25_pool, min(config.hard_negatives, len(bm25_pool))))
+        doc_ids.extend(rng.sample(dense_pool, min(config.mined_negatives, len(dense_pool))))
     blocked = torch.tensor([[d in example.positives for d in doc_ids] for example in picked], dtype=torch.bool)
     texts = [collection.documents[d].contents for d in doc_ids]
     return [e.query for e in picked], texts, torch.tensor(positive_rows), blocked
